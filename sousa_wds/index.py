@@ -1,0 +1,222 @@
+"""Index a packed folder: per-split Parquet metadata and labels, shard indexes, the manifest.
+
+How it works:
+- `metadata/{split}.parquet` joins each sample's labels with the location rows the shard
+  writer returned (shard, offsets, sizes, hashes), in shard order, under one fixed schema
+  (`format.METADATA_SCHEMA`) so every split and every release agree.
+- `labels/{strokes,measures}/{split}.parquet` are streamed from the source in record batches
+  and routed by sample_id: tens of millions of stroke rows never sit in memory at once.
+- `index/{split}.json` is a wids shard list (relative urls) with each shard's sha256.
+- `manifest.json` lists every file with its size and sha256; it is written last, so a folder
+  with a manifest is a finished one.
+All files are written to a temporary name and renamed; Parquet is written without timestamps,
+so the same input gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .format import (
+    FORMAT_VERSION,
+    LABEL_COLUMNS,
+    LABEL_TABLE_COLUMNS,
+    LOCATION_COLUMNS,
+    MANIFEST,
+    METADATA_SCHEMA,
+    SPLITS,
+    conform,
+    index_path,
+    labels_path,
+    metadata_path,
+)
+from .shards import ShardResult
+from .source import SourceDataset, SourceSample
+
+# Row groups small enough that a reader filtering by a few columns skips most of the file.
+ROW_GROUP_SIZE = 10_000
+STREAM_BATCH_ROWS = 65_536
+PARQUET_OPTIONS = {"compression": "zstd", "write_statistics": True, "store_schema": True}
+
+
+@contextmanager
+def atomic_path(final: Path) -> Iterator[Path]:
+    """Yield a temporary sibling of `final`; rename it into place only if the block succeeds."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temp = final.with_name(f".{final.name}.partial")
+    try:
+        yield temp
+        os.replace(temp, final)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomic(final: Path, data: bytes) -> None:
+    with atomic_path(final) as temp, open(temp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def write_json_atomic(final: Path, data: object) -> None:
+    write_bytes_atomic(final, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def metadata_table(
+    dataset: SourceDataset, split: str, samples: Sequence[SourceSample],
+    locations: Sequence[dict],
+) -> pa.Table:
+    """Labels + location columns, one row per sample, in the order given."""
+    labels = dataset.label_rows(samples)
+    columns = {name: labels.column(name) for name in LABEL_COLUMNS}
+    for name, typ in LOCATION_COLUMNS.items():
+        if name == "split":
+            values: list = [split] * len(samples)
+        else:
+            values = [loc[name] for loc in locations]
+        columns[name] = pa.array(values, typ)
+    return pa.table(columns, schema=METADATA_SCHEMA)
+
+
+def location_rows(split: str, results: Iterable[ShardResult]) -> list[dict]:
+    """Flatten shard results into metadata location rows (adds the shard naming columns)."""
+    rows = []
+    for result in results:
+        for row in result.rows:
+            rows.append(
+                row
+                | {
+                    "shard": result.name,
+                    "shard_path": result.path,
+                    "audio_shard": result.path,
+                    "audio_filename": f"{row['key']}.flac",
+                    "midi_shard": result.path,
+                    "midi_filename": f"{row['key']}.mid",
+                }
+            )
+    return rows
+
+
+def write_parquet(table: pa.Table, final: Path) -> None:
+    with atomic_path(final) as temp:
+        pq.write_table(table, temp, row_group_size=ROW_GROUP_SIZE, **PARQUET_OPTIONS)
+
+
+def write_label_tables(dataset: SourceDataset, out: Path) -> None:
+    """Split strokes and measures per split, streaming batches from the source files."""
+    keys = {split: pa.array([s.key for s in dataset.split(split)], pa.string())
+            for split in SPLITS}
+    for table, columns in LABEL_TABLE_COLUMNS.items():
+        schema = pa.schema([pa.field(n, t) for n, t in columns.items()])
+        source = pq.ParquetFile(dataset.label_path(table))
+        finals = {split: out / labels_path(table, split) for split in SPLITS}
+        temps = {split: p.with_name(f".{p.name}.partial") for split, p in finals.items()}
+        writers: dict[str, pq.ParquetWriter] = {}
+        try:
+            for split, temp in temps.items():
+                temp.parent.mkdir(parents=True, exist_ok=True)
+                writers[split] = pq.ParquetWriter(temp, schema, **PARQUET_OPTIONS)
+            for batch in source.iter_batches(batch_size=STREAM_BATCH_ROWS,
+                                             columns=list(columns)):
+                batch = conform(batch, columns)
+                ids = batch.column("sample_id")
+                for split, writer in writers.items():
+                    mask = pc.is_in(ids, value_set=keys[split])
+                    part = batch.filter(mask)
+                    if part.num_rows:
+                        writer.write_batch(part, row_group_size=ROW_GROUP_SIZE * 10)
+            for writer in writers.values():
+                writer.close()
+            for split in SPLITS:
+                os.replace(temps[split], finals[split])
+        except BaseException:
+            for writer in writers.values():
+                writer.close()
+            for temp in temps.values():
+                temp.unlink(missing_ok=True)
+            raise
+
+
+def wids_index(split: str, results: Sequence[ShardResult]) -> dict:
+    """A wids shard list: urls are relative to the index file's folder's parent (the root)."""
+    return {
+        "__kind__": "wids-shard-index-v1",
+        "wids_version": 1,
+        "name": split,
+        "shardlist": [
+            {
+                "url": f"../{r.path}",
+                "nsamples": len(r.rows),
+                "filesize": r.bytes,
+                "sha256": r.sha256,
+            }
+            for r in results
+        ],
+    }
+
+
+def write_indexes(out: Path, results_by_split: dict[str, list[ShardResult]]) -> None:
+    for split in SPLITS:
+        write_json_atomic(out / index_path(split), wids_index(split, results_by_split[split]))
+
+
+def write_metadata(
+    dataset: SourceDataset, out: Path, results_by_split: dict[str, list[ShardResult]],
+    samples_by_key: dict[str, SourceSample],
+) -> dict[str, pa.Table]:
+    tables = {}
+    for split in SPLITS:
+        locations = location_rows(split, results_by_split[split])
+        samples = [samples_by_key[row["key"]] for row in locations]
+        table = metadata_table(dataset, split, samples, locations)
+        write_parquet(table, out / metadata_path(split))
+        tables[split] = table
+    return tables
+
+
+def build_manifest(
+    out: Path, paths: Sequence[str], known_sha256: dict[str, str], *, fingerprint: str,
+    options: dict, splits: dict[str, dict],
+) -> dict:
+    """The manifest: format, options, per-split counts and every file with size and sha256.
+
+    Shards' hashes come from the writer (`known_sha256`), so 100 GB is not read twice.
+    """
+    files = []
+    for rel in sorted(paths):
+        path = out / rel
+        files.append({
+            "path": rel,
+            "bytes": path.stat().st_size,
+            "sha256": known_sha256.get(rel) or file_sha256(path),
+        })
+    return {
+        "format": "sousa-wds",
+        "format_version": FORMAT_VERSION,
+        "source_fingerprint": fingerprint,
+        "options": options,
+        "splits": splits,
+        "files": files,
+    }
+
+
+def write_manifest(out: Path, manifest: dict) -> None:
+    write_json_atomic(out / MANIFEST, manifest)
