@@ -48,22 +48,25 @@ def _size_category(n: int) -> str:
     return "1M<n<10M"
 
 
-def card_yaml_data(splits: Mapping[str, Mapping], license: str) -> dict:
-    """Front-matter fields; only splits that have samples get data files."""
+def card_yaml_data(splits: Mapping[str, Mapping], license: str, layout: str = "shards") -> dict:
+    """Front-matter fields; only splits that have samples get data files.
+
+    In the loose layout there are no tars, so the metadata is the default config.
+    """
     present = [s for s in SPLITS if splits[s]["samples"] > 0]
-    configs = [
-        {
-            "config_name": "default",
-            "default": True,
-            "data_files": [
-                {"split": s, "path": f"data/{s}-*.tar"} for s in present
-            ],
-        },
-        {
-            "config_name": "metadata",
-            "data_files": [{"split": s, "path": metadata_path(s)} for s in present],
-        },
-    ] + [
+    metadata_files = [{"split": s, "path": metadata_path(s)} for s in present]
+    if layout == "loose":
+        views = [{"config_name": "default", "default": True, "data_files": metadata_files}]
+    else:
+        views = [
+            {
+                "config_name": "default",
+                "default": True,
+                "data_files": [{"split": s, "path": f"data/{s}-*.tar"} for s in present],
+            },
+            {"config_name": "metadata", "data_files": metadata_files},
+        ]
+    configs = views + [
         {
             "config_name": table,
             "data_files": [{"split": s, "path": labels_path(table, s)} for s in present],
@@ -74,30 +77,32 @@ def card_yaml_data(splits: Mapping[str, Mapping], license: str) -> dict:
         {"name": s, "num_examples": splits[s]["samples"], "num_bytes": splits[s]["bytes"]}
         for s in present
     ]
-    dataset_info = [
-        {
-            "config_name": "default",
-            "features": [
-                {"name": "flac", "dtype": "audio"},
-                {"name": "json", "struct": _features(LABEL_COLUMNS)},
-                {"name": "mid", "dtype": "binary"},
-                {"name": "__key__", "dtype": "string"},
-                {"name": "__url__", "dtype": "string"},
-            ],
-            "splits": split_info,
-        },
-        {
-            "config_name": "metadata",
-            "features": _features({f.name: f.type for f in METADATA_SCHEMA}),
-        },
-    ] + [
+    metadata_features = _features({f.name: f.type for f in METADATA_SCHEMA})
+    if layout == "loose":
+        infos = [{"config_name": "default", "features": metadata_features, "splits": split_info}]
+    else:
+        infos = [
+            {
+                "config_name": "default",
+                "features": [
+                    {"name": "flac", "dtype": "audio"},
+                    {"name": "json", "struct": _features(LABEL_COLUMNS)},
+                    {"name": "mid", "dtype": "binary"},
+                    {"name": "__key__", "dtype": "string"},
+                    {"name": "__url__", "dtype": "string"},
+                ],
+                "splits": split_info,
+            },
+            {"config_name": "metadata", "features": metadata_features},
+        ]
+    dataset_info = infos + [
         {"config_name": table, "features": _features(columns)}
         for table, columns in LABEL_TABLE_COLUMNS.items()
     ]
     total = sum(splits[s]["samples"] for s in SPLITS)
     return {
         "license": license,
-        "pretty_name": "SOUSA: Synthetic Open Unified Snare Assessment",
+        "pretty_name": "SOUSA drum rudiments",
         "task_categories": ["audio-classification"],
         "tags": ["audio", "music", "drums", "snare", "rudiments", "synthetic", "webdataset"],
         "size_categories": [_size_category(total)],
@@ -117,12 +122,12 @@ def _human(n: int) -> str:
 
 def render_card(
     splits: Mapping[str, Mapping], *, repo_id: str = DEFAULT_REPO_ID, license: str = "other",
-    rudiments: int, profiles: int,
+    layout: str = "shards", rudiments: int, profiles: int,
 ) -> str:
     """The whole README.md: YAML front matter, then what the dataset is and how to use it."""
     from huggingface_hub import DatasetCardData
 
-    yaml = DatasetCardData(**card_yaml_data(splits, license)).to_yaml()
+    yaml = DatasetCardData(**card_yaml_data(splits, license, layout)).to_yaml()
     rows = "\n".join(
         f"| {s} | {splits[s]['samples']:,} | {splits[s]['shards']} | {_human(splits[s]['bytes'])} |"
         for s in SPLITS
@@ -187,7 +192,10 @@ With `datasets`:
 ```python
 from datasets import load_dataset
 ds = load_dataset("{repo_id}", split="train", streaming=True)        # audio + labels
-meta = load_dataset("{repo_id}", "metadata", split="train")          # labels only
+# datasets picks one builder per repo from the first config (huggingface/datasets#7101),
+# so name the Parquet files when loading the Parquet configs:
+meta = load_dataset("{repo_id}", "metadata", split="train",
+                    data_files={{"train": "metadata/train.parquet"}})
 ```
 
 Query the metadata without touching audio:

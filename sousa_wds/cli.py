@@ -55,6 +55,60 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pack(args: argparse.Namespace) -> int:
+    from .pack import pack
+    from .plan import parse_size
+
+    summary = pack(
+        args.dataset,
+        args.out,
+        shard_size=parse_size(args.shard_size),
+        max_samples_per_shard=args.max_samples_per_shard,
+        seed=args.seed,
+        order=args.order,
+        workers=args.workers,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        no_sharding=args.no_sharding,
+        repo_id=args.repo_id,
+        license=args.license,
+        progress=not args.quiet,
+    )
+    print(f"packed {summary}")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    if args.target.startswith("hf://"):
+        from .publish import verify_remote
+
+        report = verify_remote(args.target, token=args.token, deep=args.deep)
+    else:
+        from .verify import verify
+
+        report = verify(args.target, deep=args.deep, progress=not args.quiet)
+    print(report)
+    return 0 if report.ok else 1
+
+
+def _cmd_upload(args: argparse.Namespace) -> int:
+    from .publish import cli_upload
+
+    return cli_upload(args)
+
+
+def _cmd_get(args: argparse.Namespace) -> int:
+    from .loader import cli_get
+
+    return cli_get(args)
+
+
+def _cmd_stream(args: argparse.Namespace) -> int:
+    from .loader import cli_stream
+
+    return cli_stream(args)
+
+
 def _human(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if n < 1000 or unit == "TB":
@@ -101,6 +155,109 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", help="the folder the SOUSA generator wrote")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser(
+        "pack",
+        help="pack a SOUSA dataset into WebDataset shards + Parquet metadata + dataset card",
+        description="Validate DATASET, then write OUT in the sousa-wds format (docs/format.md): "
+        "tar shards per split, Parquet metadata with byte offsets, labels, shard indexes, a "
+        "dataset card and manifest.json. Output is byte-identical for the same input and "
+        "options, whatever --workers. Files are written atomically; an interrupted run "
+        "continues with --resume.",
+    )
+    p.add_argument("dataset", help="the folder the SOUSA generator wrote")
+    p.add_argument("out", help="output folder (created; must be empty unless --resume/--overwrite)")
+    p.add_argument("--shard-size", default="1GB",
+                   help="target shard size: bytes or with a unit, e.g. 500MB, 1GB (default 1GB)")
+    p.add_argument("--max-samples-per-shard", type=int, default=None,
+                   help="also cut a shard after this many samples")
+    p.add_argument("--seed", type=int, default=1234,
+                   help="seed of the within-split shuffle (default 1234)")
+    p.add_argument("--order", choices=("shuffle", "sorted"), default="shuffle",
+                   help="sample order within a split: seeded shuffle (default) or sample_id order")
+    p.add_argument("--workers", type=int, default=None,
+                   help="parallel shard writers (default: all cores); output is the same for any")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted pack into OUT, keeping finished shards")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a previous pack in OUT (only sousa-wds files are removed)")
+    p.add_argument("--no-sharding", action="store_true",
+                   help="write loose audio/ and midi/ files instead of shards (small sets only: "
+                   "refused beyond the Hub's 100k files per repo / 10k per folder)")
+    p.add_argument("--repo-id", default="USER/SOUSA",
+                   help="Hub repo id used in the dataset card's code snippets")
+    p.add_argument("--license", default="other",
+                   help="license tag for the dataset card (default: other)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_pack)
+
+    p = sub.add_parser(
+        "verify",
+        help="check a packed folder (or its Hub copy) against its manifest",
+        description="Check every file against manifest.json (presence and size; --deep adds "
+        "sha256), that every shard parses as WebDataset with exactly flac/json/mid per key, "
+        "that every metadata row's offsets read back its member bytes, and that every sample "
+        "is present exactly once. TARGET is a local folder or hf://datasets/USER/NAME[@rev]. "
+        "Exits non-zero and names each problem.",
+    )
+    p.add_argument("target", help="packed folder, or hf://datasets/USER/NAME[@revision]")
+    p.add_argument("--deep", action="store_true", help="also compare sha256 of every file")
+    p.add_argument("--token", default=None,
+                   help="Hub token for a private repo (default: HF_TOKEN or the cached login)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser(
+        "upload",
+        help="upload a packed folder to the Hugging Face Hub (dry run, resumable, verified)",
+        description="Check OUT against its manifest and the Hub's limits, then upload it to the "
+        "dataset repo REPO_ID with huggingface_hub's resumable multi-commit upload, and verify "
+        "the remote files against the manifest. Rerun the same command to resume an "
+        "interrupted upload: files already on the Hub are not sent again. The token comes "
+        "from --token, HF_TOKEN or `hf auth login`, and is never printed.",
+    )
+    p.add_argument("out", help="a folder written by `sousa-wds pack`")
+    p.add_argument("repo_id", help="dataset repo on the Hub, e.g. USER/SOUSA")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print what would be added, skipped and deleted; send nothing")
+    p.add_argument("--private", action="store_true", help="create the repo as private")
+    p.add_argument("--revision", default=None, help="branch to upload to (default main)")
+    p.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or cached login)")
+    p.add_argument("--commit-message", default=None, help="message of the upload commits")
+    p.add_argument("--deep", action="store_true",
+                   help="pre-flight: check local sha256s against the manifest, not only sizes")
+    p.add_argument("--delete-stale", action="store_true",
+                   help="after a successful upload, delete remote files not in the manifest")
+    p.add_argument("--yes", action="store_true", help="do not ask before deleting stale files")
+    p.set_defaults(func=_cmd_upload)
+
+    p = sub.add_parser(
+        "get",
+        help="fetch one sample by key, reading only its bytes",
+        description="Read one sample's members with byte-range reads (local seek, HTTP Range "
+        "or the Hub), check its flac_sha256, and print its labels or save its files.",
+    )
+    p.add_argument("source", help="packed folder, http(s) base URL, user/name or hf://datasets/...")
+    p.add_argument("key", help="the sample's key (sample_id)")
+    p.add_argument("--split", default=None, help="split to look in (default: all)")
+    p.add_argument("--out", default=None, help="folder to write KEY.flac, KEY.mid, KEY.json")
+    p.add_argument("--token", default=None, help="token for private Hub repos or HTTP mirrors")
+    p.set_defaults(func=_cmd_get)
+
+    p = sub.add_parser(
+        "stream",
+        help="stream samples through the loader and print them with throughput",
+        description="Stream a split with the sousa-wds loader (the same pipeline training "
+        "uses), optionally filtered by a metadata query, and print each sample and the rate.",
+    )
+    p.add_argument("source", help="packed folder, http(s) base URL, user/name or hf://datasets/...")
+    p.add_argument("--split", default="train", help="split to stream (default train)")
+    p.add_argument("--where", default=None,
+                   help="pandas query over the metadata, e.g. \"skill_tier == 'advanced'\"")
+    p.add_argument("--limit", type=int, default=10, help="stop after N samples (default 10)")
+    p.add_argument("--no-decode", action="store_true", help="raw bytes, no audio decoding")
+    p.add_argument("--token", default=None, help="token for private Hub repos or HTTP mirrors")
+    p.set_defaults(func=_cmd_stream)
     return parser
 
 

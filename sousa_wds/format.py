@@ -41,6 +41,11 @@ MANIFEST = "manifest.json"
 CARD = "README.md"
 LABEL_TABLES: tuple[str, ...] = ("strokes", "measures")
 
+# Hugging Face Hub limits (its documented guidance): beyond these, commits fail or crawl.
+HUB_MAX_FILES = 100_000
+HUB_MAX_FILES_PER_FOLDER = 10_000
+HUB_MAX_FILE_BYTES = 50 * 10**9
+
 _BAD_KEY = re.compile(r"[.\s/\\]")
 
 

@@ -15,17 +15,15 @@ so the same input gives the same bytes.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .files import atomic_path, file_sha256, temp_sibling, write_json_atomic
 from .format import (
     FORMAT_VERSION,
     LABEL_COLUMNS,
@@ -48,38 +46,6 @@ STREAM_BATCH_ROWS = 65_536
 PARQUET_OPTIONS = {"compression": "zstd", "write_statistics": True, "store_schema": True}
 
 
-@contextmanager
-def atomic_path(final: Path) -> Iterator[Path]:
-    """Yield a temporary sibling of `final`; rename it into place only if the block succeeds."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    temp = final.with_name(f".{final.name}.partial")
-    try:
-        yield temp
-        os.replace(temp, final)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-
-
-def write_bytes_atomic(final: Path, data: bytes) -> None:
-    with atomic_path(final) as temp, open(temp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def write_json_atomic(final: Path, data: object) -> None:
-    write_bytes_atomic(final, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def metadata_table(
     dataset: SourceDataset, split: str, samples: Sequence[SourceSample],
     locations: Sequence[dict],
@@ -96,7 +62,7 @@ def metadata_table(
     return pa.table(columns, schema=METADATA_SCHEMA)
 
 
-def location_rows(split: str, results: Iterable[ShardResult]) -> list[dict]:
+def location_rows(results: Iterable[ShardResult]) -> list[dict]:
     """Flatten shard results into metadata location rows (adds the shard naming columns)."""
     rows = []
     for result in results:
@@ -128,7 +94,7 @@ def write_label_tables(dataset: SourceDataset, out: Path) -> None:
         schema = pa.schema([pa.field(n, t) for n, t in columns.items()])
         source = pq.ParquetFile(dataset.label_path(table))
         finals = {split: out / labels_path(table, split) for split in SPLITS}
-        temps = {split: p.with_name(f".{p.name}.partial") for split, p in finals.items()}
+        temps = {split: temp_sibling(p) for split, p in finals.items()}
         writers: dict[str, pq.ParquetWriter] = {}
         try:
             for split, temp in temps.items():
@@ -179,12 +145,12 @@ def write_indexes(out: Path, results_by_split: dict[str, list[ShardResult]]) -> 
 
 
 def write_metadata(
-    dataset: SourceDataset, out: Path, results_by_split: dict[str, list[ShardResult]],
+    dataset: SourceDataset, out: Path, rows_by_split: dict[str, list[dict]],
     samples_by_key: dict[str, SourceSample],
 ) -> dict[str, pa.Table]:
     tables = {}
     for split in SPLITS:
-        locations = location_rows(split, results_by_split[split])
+        locations = rows_by_split[split]
         samples = [samples_by_key[row["key"]] for row in locations]
         table = metadata_table(dataset, split, samples, locations)
         write_parquet(table, out / metadata_path(split))
@@ -193,8 +159,8 @@ def write_metadata(
 
 
 def build_manifest(
-    out: Path, paths: Sequence[str], known_sha256: dict[str, str], *, fingerprint: str,
-    options: dict, splits: dict[str, dict],
+    out: Path, paths: Sequence[str], known_sha256: dict[str, str], *, layout: str,
+    fingerprint: str, options: dict, splits: dict[str, dict],
 ) -> dict:
     """The manifest: format, options, per-split counts and every file with size and sha256.
 
@@ -211,6 +177,7 @@ def build_manifest(
     return {
         "format": "sousa-wds",
         "format_version": FORMAT_VERSION,
+        "layout": layout,
         "source_fingerprint": fingerprint,
         "options": options,
         "splits": splits,

@@ -21,12 +21,13 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from .card import DEFAULT_REPO_ID, render_card
 from .errors import PackError
+from .files import write_bytes_atomic, write_json_atomic
 from .format import (
     CARD,
     LABEL_TABLE_COLUMNS,
@@ -38,16 +39,16 @@ from .format import (
 )
 from .index import (
     build_manifest,
-    write_bytes_atomic,
+    location_rows,
     write_indexes,
-    write_json_atomic,
     write_label_tables,
     write_manifest,
     write_metadata,
 )
-from .plan import DEFAULT_SEED, DEFAULT_SHARD_SIZE, PackPlan, plan_shards
+from .loose import check_loose_limits, write_loose
+from .plan import DEFAULT_SEED, DEFAULT_SHARD_SIZE, PackPlan, order_split, plan_shards
 from .shards import ShardResult, ShardTask, write_shard
-from .source import SourceDataset, read_dataset
+from .source import SourceDataset, SourceSample, read_dataset
 
 STATE_DIR = ".sousa-wds-pack"
 # Everything pack may create; --overwrite removes these and nothing else in OUT.
@@ -83,6 +84,7 @@ def pack(
     workers: int | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    no_sharding: bool = False,
     repo_id: str = DEFAULT_REPO_ID,
     license: str = "other",
     progress: bool = True,
@@ -96,36 +98,60 @@ def pack(
         print(f"warning: {warning}", file=sys.stderr)
     plan = plan_shards(dataset.samples, shard_size=shard_size,
                        max_samples_per_shard=max_samples_per_shard, seed=seed, order=order)
+    layout = "loose" if no_sharding else "shards"
+    if no_sharding:
+        check_loose_limits(dataset.samples)
     out = Path(out).absolute()
     if out == dataset.root or dataset.root in out.parents:
-        raise PackError(f"{out} is inside the source dataset {dataset.root}; pick a folder outside it")
-    state = {"fingerprint": dataset.fingerprint(), "options": plan.options()}
+        raise PackError(
+            f"{out} is inside the source dataset {dataset.root}; pick a folder outside it"
+        )
+    state = {"fingerprint": dataset.fingerprint(), "options": plan.options() | {"layout": layout}}
     finished = _prepare_out(out, state, resume=resume, overwrite=overwrite)
 
-    results = _write_shards(dataset, plan, out, finished, workers or os.cpu_count() or 1, progress)
-    by_split = {split: [results[s.name] for s in plan.split_shards(split)] for split in SPLITS}
+    if no_sharding:
+        with _Progress(len(dataset.samples), _media_bytes(dataset.samples), progress) as bar:
+            rows = {
+                split: write_loose(order_split(dataset.split(split), split, seed, order),
+                                   dataset.root, out, bar.add)
+                for split in SPLITS
+            }
+        media = {r[name]: None for split_rows in rows.values() for r in split_rows
+                 for name in ("audio_filename", "midi_filename")}
+        shard_counts = dict.fromkeys(SPLITS, 0)
+    else:
+        results = _write_shards(dataset, plan, out, finished, workers or os.cpu_count() or 1,
+                                progress)
+        by_split = {split: [results[s.name] for s in plan.split_shards(split)]
+                    for split in SPLITS}
+        rows = {split: location_rows(by_split[split]) for split in SPLITS}
+        media = {r.path: r.sha256 for r in results.values()}
+        shard_counts = {split: len(by_split[split]) for split in SPLITS}
+        write_indexes(out, by_split)
     splits = {
         split: {
-            "samples": sum(len(r.rows) for r in by_split[split]),
-            "shards": len(by_split[split]),
-            "bytes": sum(r.bytes for r in by_split[split]),
+            "samples": len(rows[split]),
+            "shards": shard_counts[split],
+            "bytes": sum(r["flac_size"] + r["mid_size"] + (r["json_size"] or 0)
+                         for r in rows[split]),
         }
         for split in SPLITS
     }
-    write_metadata(dataset, out, by_split, {s.key: s for s in dataset.samples})
+    write_metadata(dataset, out, rows, {s.key: s for s in dataset.samples})
     write_label_tables(dataset, out)
-    write_indexes(out, by_split)
     summary = dataset.summary()
-    card = render_card(splits, repo_id=repo_id, license=license,
+    card = render_card(splits, repo_id=repo_id, license=license, layout=layout,
                        rudiments=summary["rudiments"], profiles=summary["profiles"])
     write_bytes_atomic(out / CARD, card.encode("utf-8"))
 
-    paths = [s.path for s in plan.shards] + [CARD]
+    paths = [*media, CARD]
     for split in SPLITS:
-        paths += [metadata_path(split), index_path(split)]
+        paths.append(metadata_path(split))
         paths += [labels_path(table, split) for table in LABEL_TABLE_COLUMNS]
+        if not no_sharding:
+            paths.append(index_path(split))
     manifest = build_manifest(
-        out, paths, {r.path: r.sha256 for r in results.values()},
+        out, paths, {p: h for p, h in media.items() if h}, layout=layout,
         fingerprint=state["fingerprint"], options=state["options"], splits=splits,
     )
     write_manifest(out, manifest)
@@ -133,7 +159,7 @@ def pack(
     return PackSummary(
         out=out,
         samples=plan.num_samples,
-        shards=len(plan.shards),
+        shards=sum(shard_counts.values()),
         files=len(manifest["files"]) + 1,
         bytes=sum(f["bytes"] for f in manifest["files"]),
         seconds=time.perf_counter() - started,
@@ -141,7 +167,9 @@ def pack(
     )
 
 
-def _prepare_out(out: Path, state: dict, *, resume: bool, overwrite: bool) -> dict[str, ShardResult]:
+def _prepare_out(
+    out: Path, state: dict, *, resume: bool, overwrite: bool
+) -> dict[str, ShardResult]:
     """Make OUT ready and return the shard results a resumed run can keep."""
     state_dir = out / STATE_DIR
     existing = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
@@ -206,13 +234,17 @@ def _write_shards(
         for s in todo
     ]
     results = dict(finished)
-    total_bytes = sum(x.audio_bytes + x.midi_bytes for s in todo for x in s.samples)
-    with _Progress(sum(len(s.samples) for s in todo), total_bytes, progress) as bar:
+    todo_samples = [x for s in todo for x in s.samples]
+    with _Progress(len(todo_samples), _media_bytes(todo_samples), progress) as bar:
         for result in _run(tasks, workers, bar):
             write_json_atomic(out / STATE_DIR / "shards" / f"{result.name}.json",
                               result.to_json())
             results[result.name] = result
     return results
+
+
+def _media_bytes(samples: Iterable[SourceSample]) -> int:
+    return sum(s.audio_bytes + s.midi_bytes for s in samples)
 
 
 def _run(tasks: list[ShardTask], workers: int, bar: _Progress) -> Iterator[ShardResult]:

@@ -27,6 +27,7 @@ import pyarrow as pa
 import soundfile
 
 from .errors import PackError
+from .files import temp_sibling
 from .format import MEMBERS, TAR_GROUP, TAR_MODE, TAR_MTIME, TAR_USER, encode_record
 from .source import SourceSample
 
@@ -103,7 +104,7 @@ def write_shard(
 
     final = Path(task.out_root, task.path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    temp = final.with_name(f".{final.name}.partial")
+    temp = temp_sibling(final)
     rows: list[dict] = []
     try:
         with open(temp, "wb") as raw:
@@ -114,7 +115,7 @@ def write_shard(
             for index, (sample, record) in enumerate(zip(task.samples, task.records.to_pylist())):
                 flac = _read(task.source_root, sample.audio_path)
                 midi = _read(task.source_root, sample.midi_path)
-                facts = _flac_facts(flac, Path(task.source_root, PurePosixPath(sample.audio_path)))
+                facts = flac_facts(flac, Path(task.source_root, PurePosixPath(sample.audio_path)))
                 payload = {"flac": flac, "json": encode_record(record), "mid": midi}
                 start = tar.offset
                 writer.write({"__key__": sample.key, **payload})
@@ -157,7 +158,7 @@ def _locate(tar: tarfile.TarFile, start: int, payload: dict[str, bytes]) -> dict
     return row
 
 
-def _flac_facts(data: bytes, path: Path) -> dict[str, int]:
+def flac_facts(data: bytes, path: Path) -> dict[str, int]:
     try:
         info = soundfile.info(io.BytesIO(data))
     except (RuntimeError, soundfile.LibsndfileError) as exc:

@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .errors import DatasetError
+from .files import file_sha256
 from .format import (
     EXERCISE_COLUMNS,
     LABEL_COLUMNS,
@@ -87,8 +88,8 @@ class SourceDataset:
         """
         digest = hashlib.sha256()
         for name in LABEL_FILES:
-            digest.update(_file_sha256(self.label_path(name)).encode())
-        digest.update(_file_sha256(self.root / "splits.json").encode())
+            digest.update(file_sha256(self.label_path(name)).encode())
+        digest.update(file_sha256(self.root / "splits.json").encode())
         for s in self.samples:
             digest.update(f"{s.key}\0{s.split}\0{s.audio_bytes}\0{s.midi_bytes}\n".encode())
         return digest.hexdigest()
@@ -415,11 +416,3 @@ def _unlisted_files(root: Path, listed: set[str]) -> list[str]:
         f"{len(extra)} media files under {root} are not referenced by labels/samples.parquet "
         f"and will not be packed: {shown}"
     ]
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -1,0 +1,247 @@
+"""The reader: splits, MIDI sharing, JSON-safe labels, and one test per validation rule."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from sousa_wds.cli import main
+from sousa_wds.errors import DatasetError
+from sousa_wds.format import LABEL_COLUMNS, SPLITS
+from sousa_wds.source import read_dataset
+
+
+def _labels(root: Path, name: str) -> pa.Table:
+    return pq.read_table(root / "labels" / f"{name}.parquet")
+
+
+def _write_labels(root: Path, name: str, table: pa.Table) -> None:
+    pq.write_table(table, root / "labels" / f"{name}.parquet")
+
+
+def _set_column(root: Path, name: str, column: str, values: list) -> None:
+    table = _labels(root, name)
+    index = table.column_names.index(column)
+    typ = table.schema.field(column).type
+    _write_labels(root, name, table.set_column(index, column, pa.array(values, typ)))
+
+
+def _error(root: Path) -> str:
+    with pytest.raises(DatasetError) as info:
+        read_dataset(root)
+    return str(info.value)
+
+
+# --- what the reader returns -----------------------------------------------------------------
+
+def test_splits_follow_profiles_in_splits_json(example_dataset: Path) -> None:
+    dataset = read_dataset(example_dataset)
+    splits = json.loads((example_dataset / "splits.json").read_text())
+    owner = {p: "train" for p in splits["train_profile_ids"]}
+    owner |= {p: "validation" for p in splits["val_profile_ids"]}
+    owner |= {p: "test" for p in splits["test_profile_ids"]}
+    profiles = dict(zip(dataset.labels.column("sample_id").to_pylist(),
+                        dataset.labels.column("profile_id").to_pylist()))
+    assert len(dataset.samples) == 40
+    for sample in dataset.samples:
+        assert sample.split == owner[profiles[sample.key]]
+    assert {s.split for s in dataset.samples} == set(SPLITS)
+
+
+def test_order_is_split_then_key(example_dataset: Path) -> None:
+    samples = read_dataset(example_dataset).samples
+    order = [(SPLITS.index(s.split), s.key) for s in samples]
+    assert order == sorted(order)
+
+
+def test_midi_is_resolved_through_the_augmentation_group(example_dataset: Path) -> None:
+    dataset = read_dataset(example_dataset)
+    source = _labels(example_dataset, "samples").to_pylist()
+    group_midi = {r["augmentation_group_id"]: r["midi_path"] for r in source if r["midi_path"]}
+    group_of = {r["sample_id"]: r["augmentation_group_id"] for r in source}
+    shared = [r for r in source if r["midi_path"] is None]
+    assert shared, "the example must have rows that share their group's MIDI"
+    for sample in dataset.samples:
+        assert sample.midi_path == group_midi[group_of[sample.key]]
+        assert sample.midi_bytes == (example_dataset / sample.midi_path).stat().st_size
+        assert sample.audio_bytes == (example_dataset / sample.audio_path).stat().st_size
+
+
+def test_labels_are_json_safe_with_canonical_types(dataset_copy: Path) -> None:
+    # A NaN that slipped into a score must come out as null, never as NaN.
+    table = _labels(dataset_copy, "exercises")
+    scores = table.column("overall_score").to_pylist()
+    scores[0] = math.nan
+    _set_column(dataset_copy, "exercises", "overall_score", scores)
+    dataset = read_dataset(dataset_copy)
+    assert list(dataset.labels.schema.names) == list(LABEL_COLUMNS)
+    assert dict(zip(dataset.labels.schema.names, dataset.labels.schema.types)) == LABEL_COLUMNS
+    records = dataset.labels.to_pylist()
+    text = json.dumps(records, allow_nan=False)  # raises on NaN
+    assert json.loads(text)[0]["aug_bit_depth"] is None
+    nan_id = table.column("sample_id")[0].as_py()
+    assert next(r for r in records if r["sample_id"] == nan_id)["overall_score"] is None
+
+
+def test_input_has_the_quirks_the_reader_must_handle(example_dataset: Path) -> None:
+    schema = pq.read_schema(example_dataset / "labels" / "samples.parquet")
+    assert schema.field("aug_bit_depth").type == pa.null()
+    assert schema.field("sample_id").type == pa.large_string()
+
+
+def test_summary_counts(example_dataset: Path) -> None:
+    summary = read_dataset(example_dataset).summary()
+    assert summary["samples"] == 40
+    assert sum(s["samples"] for s in summary["splits"].values()) == 40
+    assert sum(summary["skill_tiers"].values()) == 40
+    assert summary["audio_bytes"] == sum(
+        p.stat().st_size for p in (example_dataset / "audio").rglob("*.flac"))
+
+
+def test_unreferenced_media_is_a_warning(dataset_copy: Path) -> None:
+    (dataset_copy / "audio" / "stray.flac").write_bytes(b"not listed")
+    dataset = read_dataset(dataset_copy)
+    assert len(dataset.warnings) == 1
+    assert "audio/stray.flac" in dataset.warnings[0]
+
+
+def test_check_cli_prints_summary(example_dataset: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["check", str(example_dataset)]) == 0
+    out = capsys.readouterr().out
+    assert "valid SOUSA dataset" in out and "40 samples" in out and "validation" in out
+
+
+# --- validation: each rule stops the run and names the culprit ----------------------------------
+
+def test_missing_folder(tmp_path: Path) -> None:
+    assert str(tmp_path / "nope") in _error(tmp_path / "nope")
+
+
+@pytest.mark.parametrize("name", ["samples", "exercises", "strokes", "measures"])
+def test_missing_label_file(dataset_copy: Path, name: str) -> None:
+    (dataset_copy / "labels" / f"{name}.parquet").unlink()
+    assert f"labels/{name}.parquet" in _error(dataset_copy)
+
+
+def test_missing_splits_json(dataset_copy: Path) -> None:
+    (dataset_copy / "splits.json").unlink()
+    assert "splits.json" in _error(dataset_copy)
+
+
+def test_unreadable_parquet(dataset_copy: Path) -> None:
+    (dataset_copy / "labels" / "exercises.parquet").write_bytes(b"garbage, not parquet")
+    message = _error(dataset_copy)
+    assert "unreadable Parquet" in message and "exercises.parquet" in message
+
+
+def test_missing_required_columns(dataset_copy: Path) -> None:
+    _write_labels(dataset_copy, "samples", _labels(dataset_copy, "samples").drop_columns(
+        ["tempo_bpm", "audio_path"]))
+    message = _error(dataset_copy)
+    assert "samples.parquet lacks required columns" in message
+    assert "tempo_bpm" in message and "audio_path" in message
+
+
+def test_duplicate_sample_id(dataset_copy: Path) -> None:
+    ids = _labels(dataset_copy, "samples").column("sample_id").to_pylist()
+    ids[1] = ids[0]
+    _set_column(dataset_copy, "samples", "sample_id", ids)
+    message = _error(dataset_copy)
+    assert "duplicate sample_id" in message and ids[0] in message
+
+
+@pytest.mark.parametrize("bad", ["take1.v2", "a/b", "with space", "tab\there", ""])
+def test_keys_webdataset_would_mis_split(dataset_copy: Path, bad: str) -> None:
+    samples = _labels(dataset_copy, "samples")
+    ids = samples.column("sample_id").to_pylist()
+    old = ids[3]
+    ids[3] = bad
+    _set_column(dataset_copy, "samples", "sample_id", ids)
+    ex = _labels(dataset_copy, "exercises")
+    ex_ids = [bad if i == old else i for i in ex.column("sample_id").to_pylist()]
+    _set_column(dataset_copy, "exercises", "sample_id", ex_ids)
+    message = _error(dataset_copy)
+    assert "cannot be WebDataset keys" in message
+    assert f"row 3: {bad!r}" in message
+
+
+def test_profile_in_no_split(dataset_copy: Path) -> None:
+    splits = json.loads((dataset_copy / "splits.json").read_text())
+    lost = splits["test_profile_ids"].pop()
+    (dataset_copy / "splits.json").write_text(json.dumps(splits))
+    message = _error(dataset_copy)
+    assert "profiles in no split" in message and lost in message
+
+
+def test_profile_in_two_splits(dataset_copy: Path) -> None:
+    splits = json.loads((dataset_copy / "splits.json").read_text())
+    twice = splits["train_profile_ids"][0]
+    splits["val_profile_ids"].append(twice)
+    (dataset_copy / "splits.json").write_text(json.dumps(splits))
+    message = _error(dataset_copy)
+    assert "two splits" in message and twice in message
+
+
+def test_missing_audio_file(dataset_copy: Path) -> None:
+    rel = _labels(dataset_copy, "samples").column("audio_path")[5].as_py()
+    (dataset_copy / rel).unlink()
+    message = _error(dataset_copy)
+    assert "audio files that do not exist" in message and rel in message
+
+
+def test_missing_midi_file(dataset_copy: Path) -> None:
+    midi = [m for m in _labels(dataset_copy, "samples").column("midi_path").to_pylist() if m]
+    (dataset_copy / midi[0]).unlink()
+    message = _error(dataset_copy)
+    assert "MIDI files that do not exist" in message and midi[0] in message
+
+
+def test_group_without_midi(dataset_copy: Path) -> None:
+    samples = _labels(dataset_copy, "samples")
+    groups = samples.column("augmentation_group_id").to_pylist()
+    victim = groups[0]
+    midi = [None if g == victim else m
+            for g, m in zip(groups, samples.column("midi_path").to_pylist())]
+    _set_column(dataset_copy, "samples", "midi_path", midi)
+    message = _error(dataset_copy)
+    assert "groups with no MIDI" in message and victim in message
+
+
+def test_sample_without_exercise_row(dataset_copy: Path) -> None:
+    ex = _labels(dataset_copy, "exercises")
+    gone = ex.column("sample_id")[7].as_py()
+    _write_labels(dataset_copy, "exercises",
+                  ex.filter(pc.not_equal(ex.column("sample_id"), gone)))
+    message = _error(dataset_copy)
+    assert "samples without an exercise row" in message and gone in message
+
+
+def test_exercise_row_without_sample(dataset_copy: Path) -> None:
+    samples = _labels(dataset_copy, "samples")
+    gone = samples.column("sample_id")[7].as_py()
+    _write_labels(dataset_copy, "samples",
+                  samples.filter(pc.not_equal(samples.column("sample_id"), gone)))
+    message = _error(dataset_copy)
+    assert "exercise rows for unknown samples" in message and gone in message
+
+
+def test_many_problems_are_listed_with_a_cap(dataset_copy: Path) -> None:
+    for path in sorted((dataset_copy / "audio").rglob("*.flac"))[:30]:
+        path.unlink()
+    message = _error(dataset_copy)
+    assert "audio files that do not exist (30)" in message
+    assert "... and 10 more" in message
+
+
+def test_check_cli_fails_with_one_error(dataset_copy: Path,
+                                        capsys: pytest.CaptureFixture) -> None:
+    (dataset_copy / "splits.json").unlink()
+    assert main(["check", str(dataset_copy)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("sousa-wds check: error:") and "splits.json" in err
