@@ -14,7 +14,7 @@ from sousa_wds.example import make_example
 from sousa_wds.pack import pack
 
 EXAMPLE_SAMPLES = 40
-SHARD_SIZE = 4_000_000  # small shards: several per split, so cross-shard logic is exercised
+SHARD_SIZE = 2_000_000  # small shards: several per split, so cross-shard logic is exercised
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,357 @@
+"""Pack: byte-identical output, exact sample placement, offsets, resume, bad input, layouts."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+
+from sousa_wds import loose
+from sousa_wds.cli import main
+from sousa_wds.errors import PackError
+from sousa_wds.format import LABEL_COLUMNS, MANIFEST, METADATA_SCHEMA, SPLITS, encode_record
+from sousa_wds.pack import STATE_DIR, pack
+from sousa_wds.plan import parse_size, plan_shards
+from sousa_wds.source import read_dataset
+
+from .conftest import SHARD_SIZE
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _metadata(out: Path) -> list[dict]:
+    return [row for split in SPLITS
+            for row in pq.read_table(out / f"metadata/{split}.parquet").to_pylist()]
+
+
+def _sources(dataset: Path) -> dict[str, tuple[bytes, bytes, dict]]:
+    """key → (flac bytes, midi bytes, label record) straight from the source folder."""
+    ds = read_dataset(dataset)
+    records = ds.label_rows(ds.samples).to_pylist()
+    return {s.key: ((dataset / s.audio_path).read_bytes(), (dataset / s.midi_path).read_bytes(),
+                    rec) for s, rec in zip(ds.samples, records)}
+
+
+# --- determinism -----------------------------------------------------------------------------
+
+def test_output_is_byte_identical_across_runs_and_worker_counts(
+    example_dataset: Path, packed: Path, tmp_path: Path
+) -> None:
+    pack(example_dataset, tmp_path / "w2", shard_size=SHARD_SIZE, workers=2, progress=False)
+    pack(example_dataset, tmp_path / "w1", shard_size=SHARD_SIZE, workers=1, progress=False)
+    reference = _tree(packed)
+    assert len([p for p in reference if p.startswith("data/")]) >= 5
+    assert _tree(tmp_path / "w2") == reference
+    assert _tree(tmp_path / "w1") == reference
+
+
+def test_no_timestamps_or_absolute_paths_in_output(packed: Path, example_dataset: Path) -> None:
+    for rel, data in _tree(packed).items():
+        assert str(example_dataset).encode() not in data, rel
+        assert str(packed).encode() not in data, rel
+    with tarfile.open(packed / "data/train-00000.tar") as tar:
+        for info in tar:
+            assert (info.mtime, info.uname, info.gname, info.mode) == (0, "sousa", "sousa", 0o444)
+            assert not info.pax_headers
+
+
+def test_seed_and_order_change_the_shuffle(example_dataset: Path) -> None:
+    samples = read_dataset(example_dataset).samples
+    keys = lambda plan: [s.key for shard in plan.shards for s in shard.samples]  # noqa: E731
+    a = keys(plan_shards(samples, shard_size=SHARD_SIZE, seed=1))
+    assert a == keys(plan_shards(samples, shard_size=SHARD_SIZE, seed=1))
+    assert a != keys(plan_shards(samples, shard_size=SHARD_SIZE, seed=2))
+    ordered = plan_shards(samples, shard_size=SHARD_SIZE, order="sorted")
+    for split in SPLITS:
+        split_keys = [s.key for shard in ordered.split_shards(split) for s in shard.samples]
+        assert split_keys == sorted(split_keys)
+
+
+def test_shard_size_and_max_samples(example_dataset: Path) -> None:
+    samples = read_dataset(example_dataset).samples
+    plan = plan_shards(samples, shard_size=10**12, max_samples_per_shard=3)
+    assert all(len(s.samples) <= 3 for s in plan.shards)
+    assert plan.num_samples == len(samples)
+    plan = plan_shards(samples, shard_size=1)  # every sample overshoots: one per shard
+    assert len(plan.shards) == len(samples)
+
+
+@pytest.mark.parametrize("text,expected", [("500MB", 500_000_000), ("1GB", 10**9),
+                                           ("1.5GiB", int(1.5 * 2**30)), ("4096", 4096)])
+def test_parse_size(text: str, expected: int) -> None:
+    assert parse_size(text) == expected
+
+
+def test_parse_size_rejects_nonsense() -> None:
+    with pytest.raises(PackError, match="500MB"):
+        parse_size("big")
+
+
+# --- content ---------------------------------------------------------------------------------
+
+def test_every_sample_once_in_contiguous_groups(packed: Path, example_dataset: Path) -> None:
+    seen: list[str] = []
+    for shard in sorted((packed / "data").glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            names = tar.getnames()
+        assert len(names) % 3 == 0
+        for i in range(0, len(names), 3):
+            key = names[i].split(".")[0]
+            assert names[i:i + 3] == [f"{key}.flac", f"{key}.json", f"{key}.mid"]
+            seen.append(key)
+    assert sorted(seen) == sorted(_sources(example_dataset))
+
+
+def test_offsets_read_back_exact_member_bytes(packed: Path, example_dataset: Path) -> None:
+    sources = _sources(example_dataset)
+    rows = _metadata(packed)
+    assert len(rows) == len(sources)
+    for row in rows:
+        flac, midi, record = sources[row["key"]]
+        with open(packed / row["shard_path"], "rb") as fh:
+            def read(ext: str, fh=fh, row=row) -> bytes:
+                fh.seek(row[f"{ext}_offset"])
+                return fh.read(row[f"{ext}_size"])
+            assert read("flac") == flac
+            assert read("mid") == midi  # the group's MIDI, shared by its samples
+            assert read("json") == encode_record(record)
+        assert row["shard_path"] == f"data/{row['shard']}" == row["audio_shard"]
+        assert row["audio_filename"] == f"{row['key']}.flac"
+        info = sf.info(io.BytesIO(flac))
+        assert (row["sample_rate"], row["channels"], row["num_frames"]) == (
+            info.samplerate, info.channels, info.frames)
+
+
+def test_json_members_are_strict_sorted_and_complete(packed: Path) -> None:
+    def no_constants(name: str) -> None:
+        raise AssertionError(f"{name} in JSON")
+
+    with tarfile.open(packed / "data/train-00000.tar") as tar:
+        for info in tar:
+            if info.name.endswith(".json"):
+                text = tar.extractfile(info).read().decode()
+                record = json.loads(text, parse_constant=no_constants)
+                assert list(record) == sorted(LABEL_COLUMNS)
+                assert record["aug_bit_depth"] is None  # null-typed in the input
+                assert "audio_path" not in record and "midi_path" not in record
+
+
+def test_metadata_has_one_schema_for_every_split(packed: Path) -> None:
+    for split in SPLITS:
+        schema = pq.read_schema(packed / f"metadata/{split}.parquet")
+        assert schema.remove_metadata() == METADATA_SCHEMA
+    for table in ("strokes", "measures"):
+        schemas = {pq.read_schema(packed / f"labels/{table}/{s}.parquet") for s in SPLITS}
+        assert len(schemas) == 1
+
+
+def test_label_tables_are_split_by_sample(packed: Path, example_dataset: Path) -> None:
+    source = pq.read_table(example_dataset / "labels/strokes.parquet")
+    total = 0
+    for split in SPLITS:
+        keys = set(pq.read_table(packed / f"metadata/{split}.parquet").column("key").to_pylist())
+        strokes = pq.read_table(packed / f"labels/strokes/{split}.parquet")
+        assert set(strokes.column("sample_id").to_pylist()) == keys
+        total += strokes.num_rows
+    assert total == source.num_rows
+
+
+def test_manifest_and_index_describe_the_folder(packed: Path) -> None:
+    manifest = json.loads((packed / MANIFEST).read_text())
+    files = {f["path"] for f in manifest["files"]}
+    on_disk = {p for p in _tree(packed) if p != MANIFEST}
+    assert files == on_disk
+    assert sum(s["samples"] for s in manifest["splits"].values()) == 40
+    index = json.loads((packed / "index/train.json").read_text())
+    assert index["wids_version"] == 1
+    for entry in index["shardlist"]:
+        shard = (packed / "index" / entry["url"]).resolve()
+        assert shard.stat().st_size == entry["filesize"]
+    assert sum(e["nsamples"] for e in index["shardlist"]) == manifest["splits"]["train"]["samples"]
+    assert not (packed / STATE_DIR).exists()
+
+
+def test_webdataset_reads_every_sample_back(packed: Path, example_dataset: Path) -> None:
+    import webdataset as wds
+
+    sources = _sources(example_dataset)
+    urls = [str(p) for p in sorted((packed / "data").glob("*.tar"))]
+    got = {}
+    for sample in wds.WebDataset(urls, shardshuffle=False):
+        got[sample["__key__"]] = (sample["flac"], sample["mid"], json.loads(sample["json"]))
+    assert set(got) == set(sources)
+    for key, (flac, midi, record) in got.items():
+        assert flac == sources[key][0] and midi == sources[key][1]
+        assert record == json.loads(encode_record(sources[key][2]))
+
+
+def test_card_has_configs_and_pinned_features(packed: Path) -> None:
+    from huggingface_hub import DatasetCard
+
+    card = DatasetCard.load(packed / "README.md")
+    configs = {c["config_name"]: c for c in card.data.configs}
+    assert set(configs) == {"default", "metadata", "strokes", "measures"}
+    assert configs["default"]["data_files"][0] == {"split": "train", "path": "data/train-*.tar"}
+    infos = {i["config_name"]: i for i in card.data.dataset_info}
+    default = {f["name"]: f for f in infos["default"]["features"]}
+    assert default["flac"]["dtype"] == "audio" and default["mid"]["dtype"] == "binary"
+    json_fields = {f["name"]: f["dtype"] for f in default["json"]["struct"]}
+    assert json_fields["roll_sustain"] == "float64" and json_fields["aug_bit_depth"] == "int64"
+    assert "## Use" in card.text and "load_dataset" in card.text
+
+
+# --- datasets -------------------------------------------------------------------------------
+
+def test_datasets_streams_default_config_and_decodes_flac(packed: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    pytest.importorskip("torchcodec")
+    ds = datasets.load_dataset(str(packed), "default", split="train", streaming=True)
+    assert isinstance(ds.features["flac"], datasets.Audio)
+    assert ds.features["json"]["aug_bit_depth"] == datasets.Value("int64")
+    sample = next(iter(ds))
+    row = next(r for r in _metadata(packed) if r["key"] == sample["__key__"])
+    with open(packed / row["shard_path"], "rb") as fh:
+        fh.seek(row["flac_offset"])
+        expected, rate = sf.read(io.BytesIO(fh.read(row["flac_size"])), dtype="float32")
+    decoded = sample["flac"].get_all_samples()
+    assert decoded.sample_rate == rate
+    assert tuple(decoded.data.shape) == (expected.shape[1], expected.shape[0])
+    assert abs(decoded.data.numpy().T - expected).max() < 1e-4
+    assert sample["json"]["sample_id"] == sample["__key__"]
+
+
+def test_datasets_loads_metadata_config_with_pinned_features(packed: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    files = {s: f"metadata/{s}.parquet" for s in SPLITS}
+    meta = datasets.load_dataset(str(packed), "metadata", data_files=files)
+    assert meta["train"].features["aug_bit_depth"] == datasets.Value("int64")
+    assert meta["validation"].features == meta["train"].features
+    assert sum(len(meta[s]) for s in SPLITS) == 40
+
+
+# --- resume, refusal and bad input ------------------------------------------------------------
+
+def test_resume_after_a_killed_run_is_byte_identical(
+    example_dataset: Path, tmp_path: Path
+) -> None:
+    reference, out = tmp_path / "ref", tmp_path / "out"
+    options = ["--max-samples-per-shard", "1", "--workers", "1", "--quiet"]
+    pack(example_dataset, reference, max_samples_per_shard=1, workers=1, progress=False)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sousa_wds.cli", "pack", str(example_dataset), str(out), *options])
+    deadline = time.monotonic() + 60
+    while len(list((out / STATE_DIR / "shards").glob("*.json"))) < 5:
+        assert proc.poll() is None, "pack finished before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / MANIFEST).exists()
+    assert main(["pack", str(example_dataset), str(out), "--resume", *options]) == 0
+    assert _tree(out) == _tree(reference)
+
+
+def test_resume_refuses_other_options(example_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / STATE_DIR).mkdir(parents=True)
+    (out / STATE_DIR / "state.json").write_text(json.dumps(
+        {"fingerprint": "x", "options": {}}))
+    with pytest.raises(PackError, match="another input or with other options"):
+        pack(example_dataset, out, resume=True, progress=False)
+
+
+def test_non_empty_out_is_refused_unless_overwrite(
+    example_dataset: Path, packed_copy: Path
+) -> None:
+    before = _tree(packed_copy)
+    with pytest.raises(PackError, match="--overwrite"):
+        pack(example_dataset, packed_copy, shard_size=SHARD_SIZE, progress=False)
+    assert _tree(packed_copy) == before
+    (packed_copy / "notes.txt").write_text("mine")
+    pack(example_dataset, packed_copy, shard_size=SHARD_SIZE, overwrite=True, progress=False)
+    assert _tree(packed_copy) == before | {"notes.txt": b"mine"}
+
+
+def test_bad_input_leaves_out_untouched(dataset_copy: Path, packed_copy: Path,
+                                        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (dataset_copy / "splits.json").unlink()
+    before = _tree(packed_copy)
+    assert main(["pack", str(dataset_copy), str(packed_copy), "--overwrite", "--quiet"]) == 1
+    assert _tree(packed_copy) == before
+    fresh = tmp_path / "fresh"
+    assert main(["pack", str(dataset_copy), str(fresh), "--quiet"]) == 1
+    assert not fresh.exists()
+    err = capsys.readouterr().err
+    assert "splits.json" in err and err.count("sousa-wds pack: error:") == 2
+
+
+def test_unreadable_flac_names_the_file_and_leaves_no_partial_shard(
+    dataset_copy: Path, tmp_path: Path
+) -> None:
+    victim = sorted((dataset_copy / "audio").rglob("*.flac"))[0]
+    victim.write_bytes(b"fLaC but not really")
+    out = tmp_path / "out"
+    with pytest.raises(PackError, match=victim.name):
+        pack(dataset_copy, out, max_samples_per_shard=1, workers=1, progress=False)
+    assert not list(out.rglob("*.partial"))
+    assert not (out / MANIFEST).exists()
+
+
+def test_out_inside_the_dataset_is_refused(example_dataset: Path) -> None:
+    with pytest.raises(PackError, match="inside the source dataset"):
+        pack(example_dataset, example_dataset / "packed", progress=False)
+
+
+# --- loose layout ----------------------------------------------------------------------------
+
+def test_no_sharding_writes_loose_files(example_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "loose"
+    pack(example_dataset, out, no_sharding=True, progress=False)
+    sources = _sources(example_dataset)
+    rows = _metadata(out)
+    assert len(rows) == len(sources)
+    for row in rows:
+        assert (out / row["audio_filename"]).read_bytes() == sources[row["key"]][0]
+        assert (out / row["midi_filename"]).read_bytes() == sources[row["key"]][1]
+        assert row["audio_filename"] == f"audio/{row['split']}/{row['key']}.flac"
+        assert row["shard"] is None and row["flac_offset"] is None
+    assert not (out / "data").exists()
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["layout"] == "loose"
+
+
+def test_no_sharding_refuses_beyond_hub_limits(
+    example_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(loose, "HUB_MAX_FILES_PER_FOLDER", 5)
+    with pytest.raises(PackError, match="per folder.*Drop --no-sharding"):
+        pack(example_dataset, tmp_path / "loose", no_sharding=True, progress=False)
+    assert not (tmp_path / "loose").exists()
+
+
+def test_metadata_table_types_survive_null_typed_input(packed: Path) -> None:
+    table = pq.read_table(packed / "metadata/train.parquet")
+    assert table.schema.field("aug_bit_depth").type == pa.int64()
+    assert table.schema.field("roll_sustain").type == pa.float64()
+
+
+def test_pack_cli_prints_summary(example_dataset: Path, tmp_path: Path,
+                                 capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "cli"
+    assert main(["pack", str(example_dataset), str(out), "--shard-size", "4MB", "--quiet"]) == 0
+    assert "40 samples" in capsys.readouterr().out
+    assert os.path.isfile(out / MANIFEST)

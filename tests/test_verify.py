@@ -1,0 +1,103 @@
+"""verify: a clean pack passes; each kind of damage is caught and named."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from sousa_wds.cli import main
+from sousa_wds.errors import VerifyError
+from sousa_wds.format import MANIFEST
+from sousa_wds.verify import verify
+
+
+def test_clean_pack_verifies(packed: Path) -> None:
+    report = verify(packed, deep=True)
+    assert report.ok, str(report)
+    assert report.samples == 40 and report.shards >= 5
+    assert "OK" in str(report)
+
+
+def test_flipped_byte_is_caught_by_deep(packed_copy: Path) -> None:
+    shard = packed_copy / "data/train-00000.tar"
+    data = bytearray(shard.read_bytes())
+    data[1500] ^= 0x01  # inside the first FLAC's data, past its 512-byte header
+    shard.write_bytes(bytes(data))
+    assert verify(packed_copy).ok  # sizes and structure still agree
+    report = verify(packed_copy, deep=True)
+    assert not report.ok
+    text = str(report)
+    assert "data/train-00000.tar: sha256 differs" in text
+    assert ".flac sha256 differs" in text
+
+
+def test_truncated_shard(packed_copy: Path) -> None:
+    shard = packed_copy / "data/train-00001.tar"
+    shard.write_bytes(shard.read_bytes()[:5000])
+    text = str(verify(packed_copy))
+    assert "data/train-00001.tar: 5000 bytes, manifest says" in text
+    assert "data/train-00001.tar" in text and "not a readable tar" in text or "key" in text
+
+
+def test_missing_shard(packed_copy: Path) -> None:
+    (packed_copy / "data/validation-00000.tar").unlink()
+    report = verify(packed_copy)
+    assert "data/validation-00000.tar: missing" in str(report)
+    assert not report.ok
+
+
+def test_extra_sample(packed_copy: Path) -> None:
+    from webdataset import TarWriter
+
+    shard = packed_copy / "data/test-00000.tar"
+    with tarfile.open(shard) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    buffer = io.BytesIO()
+    with TarWriter(buffer, mtime=0, encoder=False) as writer:
+        for i in range(0, len(members), 3):
+            key = members[i][0].name.split(".")[0]
+            writer.write({"__key__": key, **{m.name.split(".", 1)[1]: d
+                                             for m, d in members[i:i + 3]}})
+        writer.write({"__key__": "intruder_sample", "flac": members[0][1],
+                      "json": b'{"sample_id":"intruder_sample"}', "mid": members[2][1]})
+    shard.write_bytes(buffer.getvalue())
+    text = str(verify(packed_copy))
+    assert "key intruder_sample: in the shard but not in the metadata" in text
+
+
+def test_stray_file_in_data_is_named(packed_copy: Path) -> None:
+    (packed_copy / "data/train-00099.tar").write_bytes(b"")
+    assert "data/train-00099.tar: not in the manifest" in str(verify(packed_copy))
+
+
+def test_missing_manifest_is_an_error(packed_copy: Path) -> None:
+    (packed_copy / MANIFEST).unlink()
+    with pytest.raises(VerifyError, match="--resume"):
+        verify(packed_copy)
+
+
+def test_duplicate_metadata_row(packed_copy: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = packed_copy / "metadata/test.parquet"
+    table = pq.read_table(path)
+    pq.write_table(pa.concat_tables([table, table.slice(0, 1)]), path)
+    key = table.column("key")[0].as_py()
+    manifest = json.loads((packed_copy / MANIFEST).read_text())
+    text = str(verify(packed_copy))
+    assert f"key {key}: 2 metadata rows" in text
+    assert manifest["files"]  # the size change of the parquet is reported too
+    assert "metadata/test.parquet" in text
+
+
+def test_verify_cli_exit_codes(packed: Path, packed_copy: Path,
+                               capsys: pytest.CaptureFixture) -> None:
+    assert main(["verify", str(packed), "--quiet"]) == 0
+    (packed_copy / "data/train-00000.tar").unlink()
+    assert main(["verify", str(packed_copy), "--quiet"]) == 1
+    assert "data/train-00000.tar: missing" in capsys.readouterr().out
