@@ -100,7 +100,9 @@ def check_files(root: Path, manifest: dict, report: VerifyReport, *, deep: bool)
                     report.add(f"{rel}: not in the manifest (left over from another pack?)")
 
 
-def verify(target: str | os.PathLike, *, deep: bool = False, progress: bool = False) -> VerifyReport:
+def verify(
+    target: str | os.PathLike, *, deep: bool = False, progress: bool = False
+) -> VerifyReport:
     """Verify the packed folder `target`; the report lists every problem found."""
     root = Path(target).absolute()
     if not root.is_dir():
@@ -159,7 +161,9 @@ def _check_index(root: Path, split: str, shard_paths: list[str], report: VerifyR
         report.add(f"{index_path(split)}: lists {urls}, the manifest has {shard_paths}")
 
 
-def _check_shard(root: Path, rel: str, rows: list[dict], report: VerifyReport, *, deep: bool) -> None:
+def _check_shard(
+    root: Path, rel: str, rows: list[dict], report: VerifyReport, *, deep: bool
+) -> None:
     from webdataset.tariterators import base_plus_ext
 
     path = root / rel
