@@ -11,7 +11,7 @@ How it works:
 - **Write**: into a `<out>.tmp-<pid>` sibling that is renamed into place at the end, so a crash
   never leaves a folder that looks like a complete dataset.
 
-Why it is realistic, quirk by quirk (docs/SOUSA input notes): `<tier3><NNN>_<slug>_<tempo>bpm_
+Why it is realistic, quirk by quirk (the generator's real output): `<tier3><NNN>_<slug>_<tempo>bpm_
 <soundfont8>_<preset>` ids with underscores inside the slug; splits only through splits.json; one
 MIDI per group, on the group's first row, whose preset is random (not always clean_studio);
 labels repeated per sample of a group; Parquet written by pandas → pyarrow with large_string
@@ -19,7 +19,7 @@ strings, optional integers as double, the arrow null type for columns that are a
 (aug_bit_depth, aug_sample_rate, and rudiment-specific scores when no such rudiment is present);
 label files mode 0600; stereo PCM_24 FLAC peaking at -1 dBFS with a 0.5 s tail. The audio is a
 snare-like hit per stroke (decaying noise burst + damped drum-head modes) through a synthetic
-room over a coloured noise floor, so FLAC compresses it like recorded drums (about 60% of raw
+room over a coloured noise floor, so FLAC compresses it like recorded drums (60-65% of raw
 PCM), not like silence or white noise.
 
 Rendering is vectorised per sample (numpy FFT convolution; Python loops only over strokes), and
@@ -65,8 +65,8 @@ DEFAULT_AUGMENTATIONS = 5
 HIT_FRAMES = 15360  # one rendered hit, 0.35 s (2^10*3*5 keeps its FFT fast); the room adds the rest
 TEMPLATES_PER_SAMPLE = 6  # hits cycle through a few variants instead of one frozen sound
 WIRE_CUTOFF_HZ = 4000.0  # snare-wire noise rolls off above this (4th order)
-# Noise floor levels, tuned with WIRE_CUTOFF_HZ so FLAC files are ~60% of raw PCM, as the
-# generator's are: the floor sits this far below the preset's noise level...
+# Noise floor levels, tuned with WIRE_CUTOFF_HZ so FLAC files are 60-65% of raw PCM, near the
+# generator's: the floor sits this far below the preset's noise level...
 NOISE_FLOOR_HEADROOM_DB = 36.0
 QUIET_FLOOR_DBFS = -84.0  # ...and presets without degradation still have mic/preamp noise
 

@@ -602,6 +602,10 @@ class HubServer:
         self._lock = threading.RLock()
         self._repos: dict[tuple[str, str], _Repo] = {}
         self._log: list[RequestRecord] = []
+        # Requests whose response is sent but whose record is not yet logged: `log` waits for
+        # them, so a test reading the log right after a response never misses that request.
+        self._in_flight = 0
+        self._settled = threading.Condition(threading.Lock())
         self.unknown_routes: list[str] = []
         self._faults: list[_Fault] = []
         self._upload_fault: tuple[int, int] | None = None  # (remaining successes, status)
@@ -819,7 +823,9 @@ class HubServer:
 
     @property
     def log(self) -> list[RequestRecord]:
-        """Copy of the request log (see :class:`RequestRecord`)."""
+        """Copy of the request log (see :class:`RequestRecord`), once in-flight requests settle."""
+        with self._settled:
+            self._settled.wait_for(lambda: self._in_flight == 0, timeout=5)
         with self._lock:
             return list(self._log)
 
@@ -1005,6 +1011,8 @@ class HubServer:
         return hmac.new(self._secret, "\0".join(parts).encode(), hashlib.sha256).hexdigest()[:32]
 
     def _serve(self, handler: _Handler, kind: str) -> None:
+        with self._settled:
+            self._in_flight += 1
         req = _Req(handler, kind)
         try:
             try:
@@ -1053,6 +1061,9 @@ class HubServer:
             record.time = time.time()
             with self._lock:
                 self._log.append(record)
+            with self._settled:
+                self._in_flight -= 1
+                self._settled.notify_all()
 
     def _check_faults(self, req: _Req, download: bool = False) -> bool:
         """Apply a matching generic fault. Returns True if the download must be truncated."""
