@@ -100,7 +100,9 @@ def estimate_sample_bytes(sample: SourceSample) -> int:
     )
 
 
-def order_split(samples: Sequence[SourceSample], split: str, seed: int, order: str) -> list[SourceSample]:
+def order_split(
+    samples: Sequence[SourceSample], split: str, seed: int, order: str
+) -> list[SourceSample]:
     """Seeded shuffle, so each shard mixes rudiments, tiers and players; or sample_id order."""
     ordered = sorted(samples, key=lambda s: s.key)
     if order == "shuffle":
