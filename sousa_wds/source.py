@@ -341,13 +341,15 @@ def _build(
     )
 
     stat_cache: dict[str, int | None] = {}
+    base = str(root)
 
     def size(rel: str | None) -> int | None:
+        # Plain string paths: pathlib costs ~30 µs a call, seconds at 100k samples.
         if rel is None:
             return None
         if rel not in stat_cache:
             try:
-                stat_cache[rel] = (root / PurePosixPath(rel)).stat().st_size
+                stat_cache[rel] = os.stat(os.path.join(base, rel)).st_size
             except OSError:
                 stat_cache[rel] = None
         return stat_cache[rel]
@@ -398,16 +400,13 @@ def _first(ids: list[str], profiles: list[str], profile: str, n: int = 3) -> lis
 def _unlisted_files(root: Path, listed: set[str]) -> list[str]:
     """Media on disk that no label row points at: packed data would silently lack them."""
     extra: list[str] = []
+    prefix = len(str(root)) + 1
     for folder, suffix in (("audio", ".flac"), ("midi", ".mid")):
-        base = root / folder
-        if not base.is_dir():
-            continue
-        for dirpath, _dirs, files in os.walk(base):
+        for dirpath, _dirs, files in os.walk(root / folder):
+            rel_dir = dirpath[prefix:].replace(os.sep, "/")
             for name in files:
-                if name.endswith(suffix):
-                    rel = Path(dirpath, name).relative_to(root).as_posix()
-                    if rel not in listed:
-                        extra.append(rel)
+                if name.endswith(suffix) and f"{rel_dir}/{name}" not in listed:
+                    extra.append(f"{rel_dir}/{name}")
     extra.sort()
     if not extra:
         return []

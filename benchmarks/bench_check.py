@@ -1,0 +1,109 @@
+"""How `read_dataset` (what `sousa-wds check` and `pack` run first) scales to the full 100k samples.
+
+Builds a dataset of `--samples` samples by replicating a small real example: label rows are
+copied under new sample ids and profiles, and media files are hard links, so a 100k-sample
+folder costs seconds and no disk. Then it times `read_dataset` in fresh processes (median of
+`--repeats`) and reports its peak RSS, at 1/10 and full size, to show cost grows linearly.
+
+    python benchmarks/bench_check.py --samples 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from sousa_wds.example import make_example
+
+BASE_SAMPLES = 500
+
+
+def _suffixed(column: pa.ChunkedArray, suffix: str) -> pa.ChunkedArray:
+    return pc.binary_join_element_wise(column, pa.scalar(suffix, column.type),
+                                       pa.scalar("", column.type))
+
+
+def replicate(base: Path, out: Path, copies: int) -> None:
+    """`copies` copies of `base`'s samples, each copy with its own profiles and file links."""
+    splits = json.loads((base / "splits.json").read_text())
+    new_splits = {k: [] for k in splits if k.endswith("_profile_ids")}
+    tables: dict[str, list[pa.Table]] = {n: [] for n in ("samples", "exercises", "measures",
+                                                         "strokes")}
+    source = {n: pq.read_table(base / "labels" / f"{n}.parquet") for n in tables}
+    for c in range(copies):
+        suffix = f"_c{c:04d}"
+        for name, table in source.items():
+            ids = _suffixed(table.column("sample_id"), suffix)
+            table = table.set_column(table.column_names.index("sample_id"), "sample_id", ids)
+            if name == "samples":
+                for col in ("profile_id", "augmentation_group_id"):
+                    renamed = _suffixed(table.column(col), suffix)
+                    table = table.set_column(table.column_names.index(col), col, renamed)
+                for col in ("audio_path", "midi_path"):
+                    renamed = pc.replace_substring_regex(table.column(col), r"\.(flac|mid)$",
+                                                         suffix + r".\1")
+                    table = table.set_column(table.column_names.index(col), col, renamed)
+            tables[name].append(table)
+        for key, profiles in splits.items():
+            if key in new_splits:
+                new_splits[key] += [p + suffix for p in profiles]
+    (out / "labels").mkdir(parents=True)
+    for name, parts in tables.items():
+        pq.write_table(pa.concat_tables(parts), out / "labels" / f"{name}.parquet")
+    (out / "splits.json").write_text(json.dumps(new_splits))
+    for folder in ("audio", "midi"):
+        for path in (base / folder).rglob("*.*"):
+            rel = path.relative_to(base)
+            for c in range(copies):
+                target = out / rel.with_name(f"{path.stem}_c{c:04d}{path.suffix}")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.link(path, target)
+
+
+def time_read(root: Path, repeats: int) -> tuple[float, float]:
+    """Median seconds of read_dataset in a fresh process, and its peak RSS in MB."""
+    code = (
+        "import resource, sys, time; t = time.perf_counter();"
+        "from sousa_wds.source import read_dataset; d = read_dataset(sys.argv[1]);"
+        "print(time.perf_counter() - t, len(d.samples),"
+        " resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    )
+    runs = []
+    for _ in range(repeats):
+        out = subprocess.run([sys.executable, "-c", code, str(root)], check=True,
+                             capture_output=True, text=True).stdout.split()
+        runs.append((float(out[0]), int(out[1]), float(out[2])))
+    return statistics.median(r[0] for r in runs), max(r[2] for r in runs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-check-") as tmp:
+        base = Path(tmp, "base")
+        make_example(base, samples=BASE_SAMPLES, seed=7, duration_sec=(0.5, 0.6))
+        print(f"{'samples':>8} {'build s':>8} {'read_dataset s (median)':>24} {'peak RSS MB':>12}")
+        for total in (args.samples // 10, args.samples):
+            root = Path(tmp, f"x{total}")
+            started = time.perf_counter()
+            replicate(base, root, max(1, total // BASE_SAMPLES))
+            built = time.perf_counter() - started
+            seconds, rss = time_read(root, args.repeats)
+            print(f"{total:>8} {built:>8.1f} {seconds:>24.2f} {rss:>12.0f}")
+
+
+if __name__ == "__main__":
+    main()
