@@ -11,6 +11,17 @@ from collections.abc import Callable, Sequence
 from .errors import SousaWdsError
 
 
+def _without_torch() -> None:
+    """Let webdataset skip importing torch in commands that never use it.
+
+    `import webdataset` imports torch when it is installed (about 3 s, and again in every
+    spawned worker) although packing and verifying only use its tar writer and key rule;
+    with torch marked absent, webdataset uses its own torch-free stand-ins. Only the CLI does
+    this, and only when torch is not already loaded: library callers are never affected.
+    """
+    sys.modules.setdefault("torch", None)  # type: ignore[arg-type]
+
+
 def _cmd_example(args: argparse.Namespace) -> int:
     from .example import make_example
 
@@ -56,6 +67,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_pack(args: argparse.Namespace) -> int:
+    _without_torch()
     from .pack import pack
     from .plan import parse_size
 
@@ -84,6 +96,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
         report = verify_remote(args.target, token=args.token, deep=args.deep)
     else:
+        _without_torch()
         from .verify import verify
 
         report = verify(args.target, deep=args.deep, progress=not args.quiet)
