@@ -4,8 +4,21 @@ Importing the package is cheap: heavy modules (webdataset, which imports torch w
 installed; huggingface_hub; datasets) load only when a function that needs them is called.
 """
 
+from typing import Any
+
 from .errors import SousaWdsError
 
 __version__ = "0.1.0"
 
-__all__ = ["SousaWdsError", "__version__"]
+# Loader entry points, imported from sousa_wds.loader on first access (see __getattr__).
+_LOADER_EXPORTS = ("stream", "get_sample", "metadata", "SampleMap")
+
+__all__ = ["SousaWdsError", "__version__", *_LOADER_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LOADER_EXPORTS:
+        from . import loader
+
+        return getattr(loader, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -165,15 +165,14 @@ are by player: no profile appears in two splits.
 
 ## Use
 
-Stream with webdataset:
+Stream with webdataset (a public repo; for a private one, use sousa-wds below):
 
 ```python
 import io, json, soundfile as sf, webdataset as wds
 from huggingface_hub import HfFileSystem
 
-urls = [f"https://huggingface.co/datasets/{repo_id}/resolve/main/{{p}}"
-        for p in HfFileSystem().glob("datasets/{repo_id}/data/train-*.tar")
-        for p in [p.split("/", 3)[3]]]
+fs = HfFileSystem()
+urls = [fs.url(p) for p in fs.glob("datasets/{repo_id}/data/train-*.tar")]
 for sample in wds.WebDataset(urls, shardshuffle=False):
     audio, sr = sf.read(io.BytesIO(sample["flac"]), dtype="float32")
     labels = json.loads(sample["json"])
