@@ -238,7 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or cached login)")
     p.add_argument("--commit-message", default=None, help="message of the upload commits")
     p.add_argument("--deep", action="store_true",
-                   help="pre-flight: check local sha256s against the manifest, not only sizes")
+                   help="hash everything: local files against the manifest before sending, and "
+                   "every remote file (downloaded) after the upload, not only listed sizes/hashes")
     p.add_argument("--delete-stale", action="store_true",
                    help="after a successful upload, delete remote files not in the manifest")
     p.add_argument("--yes", action="store_true", help="do not ask before deleting stale files")

@@ -38,6 +38,9 @@ TAR_GROUP = "sousa"
 TAR_MODE = 0o444
 
 MANIFEST = "manifest.json"
+# Top-level folders a pack writes and readers glob (the card's data_files, the loader): a file
+# there that the manifest does not list would be read as data.
+FORMAT_FOLDERS: tuple[str, ...] = ("data", "metadata", "labels", "index", "audio", "midi")
 CARD = "README.md"
 LABEL_TABLES: tuple[str, ...] = ("strokes", "measures")
 

@@ -30,6 +30,7 @@ from .errors import PackError
 from .files import write_bytes_atomic, write_json_atomic
 from .format import (
     CARD,
+    FORMAT_FOLDERS,
     LABEL_TABLE_COLUMNS,
     MANIFEST,
     SPLITS,
@@ -52,7 +53,7 @@ from .source import SourceDataset, SourceSample, read_dataset
 
 STATE_DIR = ".sousa-wds-pack"
 # Everything pack may create; --overwrite removes these and nothing else in OUT.
-MANAGED = ("data", "metadata", "labels", "index", "audio", "midi", CARD, MANIFEST, STATE_DIR)
+MANAGED = (*FORMAT_FOLDERS, CARD, MANIFEST, STATE_DIR)
 PROGRESS_INTERVAL_S = 0.25
 
 

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from .errors import VerifyError
 from .files import file_sha256
-from .format import MANIFEST, MEMBERS, SPLITS, index_path, metadata_path
+from .format import FORMAT_FOLDERS, MANIFEST, MEMBERS, SPLITS, index_path, metadata_path
 
 MAX_REPORTED = 50
 
@@ -92,7 +92,7 @@ def check_files(root: Path, manifest: dict, report: VerifyReport, *, deep: bool)
             report.add(f"{entry['path']}: {size} bytes, manifest says {entry['bytes']}")
         elif deep and file_sha256(path) != entry["sha256"]:
             report.add(f"{entry['path']}: sha256 differs from the manifest (content changed)")
-    for folder in ("data", "metadata", "labels", "index", "audio", "midi"):
+    for folder in FORMAT_FOLDERS:
         for dirpath, _dirs, files in os.walk(root / folder):
             for name in files:
                 rel = Path(dirpath, name).relative_to(root).as_posix()
