@@ -21,6 +21,7 @@ import queue
 import tarfile
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -77,6 +78,9 @@ class _HashingWriter(io.RawIOBase):
     CHUNK = 4 << 20
     LARGE = 64 << 10  # blocks at least this big skip the gathering copy
     QUEUED_CHUNKS = 2  # bounds memory: a few blocks in flight, never a whole shard
+    # Sync as we go, on this thread, so the final fsync before the rename is short instead of
+    # stalling the worker for the whole shard's dirty pages.
+    SYNC_EVERY = 128 << 20
 
     def __init__(self, raw: Any) -> None:
         self._raw = raw
@@ -123,11 +127,17 @@ class _HashingWriter(io.RawIOBase):
             raise self._error
 
     def _drain(self) -> None:
+        unsynced = 0
         while (block := self._queue.get()) is not None:
             if self._error is None:
                 try:
                     self.sha256.update(block)
                     self._raw.write(block)
+                    unsynced += len(block)
+                    if unsynced >= self.SYNC_EVERY:
+                        self._raw.flush()
+                        os.fdatasync(self._raw.fileno())
+                        unsynced = 0
                 except BaseException as exc:  # re-raised on the writing thread
                     self._error = exc
 
@@ -171,23 +181,28 @@ def write_shard(
             tar = writer.tarstream = tarfile.open(  # noqa: SIM115 (closed by writer.close)
                 fileobj=sink, mode="w:", copybufsize=COPY_BUFSIZE)
             records = task.records.to_pylist()
-            for index, (sample, record) in enumerate(zip(task.samples, records)):
-                flac = _read(task.source_root, sample.audio_path)
-                midi = _read(task.source_root, sample.midi_path)
-                facts = flac_facts(flac, Path(task.source_root, PurePosixPath(sample.audio_path)))
-                payload = {"flac": flac, "json": encode_record(record), "mid": midi}
-                start = tar.offset
-                writer.write({"__key__": sample.key, **payload})
-                row = _locate(tar, start, payload)
-                row.update(
-                    key=sample.key,
-                    index_in_shard=index,
-                    flac_sha256=hashlib.sha256(flac).hexdigest(),
-                    **facts,
-                )
-                rows.append(row)
-                if progress is not None:
-                    progress(1, len(flac) + len(midi))
+            # Each FLAC's own sha256 is computed on a third thread while the next sample is
+            # read; at most one FLAC waits for it, so memory stays bounded.
+            pending: Future[str] | None = None
+            with ThreadPoolExecutor(max_workers=1) as hasher:
+                for index, (sample, record) in enumerate(zip(task.samples, records)):
+                    flac = _read(task.source_root, sample.audio_path)
+                    midi = _read(task.source_root, sample.midi_path)
+                    facts = flac_facts(
+                        flac, Path(task.source_root, PurePosixPath(sample.audio_path)))
+                    payload = {"flac": flac, "json": encode_record(record), "mid": midi}
+                    start = tar.offset
+                    writer.write({"__key__": sample.key, **payload})
+                    row = _locate(tar, start, payload)
+                    row.update(key=sample.key, index_in_shard=index, **facts)
+                    if pending is not None:
+                        rows[-1]["flac_sha256"] = pending.result()
+                    pending = hasher.submit(_sha256_hex, flac)
+                    rows.append(row)
+                    if progress is not None:
+                        progress(1, len(flac) + len(midi))
+                if pending is not None:
+                    rows[-1]["flac_sha256"] = pending.result()
             writer.close()
             sink.close()
             raw.flush()
@@ -197,6 +212,10 @@ def write_shard(
         temp.unlink(missing_ok=True)
         raise
     return ShardResult(task.name, task.path, sink.bytes, sink.sha256.hexdigest(), tuple(rows))
+
+
+def _sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _header_bytes(tar: tarfile.TarFile, info: tarfile.TarInfo) -> int:
