@@ -42,7 +42,8 @@ from .source import SourceDataset, SourceSample
 
 # Row groups small enough that a reader filtering by a few columns skips most of the file.
 ROW_GROUP_SIZE = 10_000
-STREAM_BATCH_ROWS = 65_536
+STREAM_BATCH_ROWS = 16_384  # bounds memory: a few MB of stroke rows at a time
+STREAM_BUFFER_BYTES = 1 << 20
 PARQUET_OPTIONS = {"compression": "zstd", "write_statistics": True, "store_schema": True}
 
 
@@ -92,7 +93,10 @@ def write_label_tables(dataset: SourceDataset, out: Path) -> None:
             for split in SPLITS}
     for table, columns in LABEL_TABLE_COLUMNS.items():
         schema = pa.schema([pa.field(n, t) for n, t in columns.items()])
-        source = pq.ParquetFile(dataset.label_path(table))
+        # Stream pages: by default pyarrow decodes a whole row group (1M rows in files pandas
+        # writes, ~400 MB) before yielding the first batch.
+        source = pq.ParquetFile(dataset.label_path(table), buffer_size=STREAM_BUFFER_BYTES,
+                                pre_buffer=False)
         finals = {split: out / labels_path(table, split) for split in SPLITS}
         temps = {split: temp_sibling(p) for split, p in finals.items()}
         writers: dict[str, pq.ParquetWriter] = {}

@@ -116,7 +116,7 @@ def verify(
         meta_file = root / metadata_path(split)
         if not meta_file.is_file():
             continue  # already reported as missing
-        rows = pq.read_table(meta_file).to_pylist()
+        rows = pq.ParquetFile(meta_file).read().to_pylist()
         expected = manifest["splits"][split]["samples"]
         if len(rows) != expected:
             report.add(f"{metadata_path(split)}: {len(rows)} rows, manifest says {expected}")
