@@ -23,10 +23,11 @@ from pathlib import Path
 
 from sousa_wds.errors import SousaWdsError
 from sousa_wds.format import CARD, MANIFEST
-from sousa_wds.pack import STATE_DIR, pack
-from sousa_wds.plan import DEFAULT_SEED, parse_size
+from sousa_wds.pack import STATE_DIR, ResumeMismatch, pack
+from sousa_wds.plan import DEFAULT_SEED
 from sousa_wds.publish import upload
 from sousa_wds.source import read_dataset
+from sousa_wds.units import parse_size
 from sousa_wds.verify import verify
 
 STAGING_SUFFIX = ".hf_staging"  # beside DATASET, never inside it: pack reads DATASET whole
@@ -48,9 +49,14 @@ def stage(dataset: Path, staging: Path, repo_id: str, *, shard_size: int, worker
             return f"reusing the finished pack in {staging}"
         pack(**options, overwrite=True)
         return f"packed again into {staging} ({reason})"
-    resumed = (staging / STATE_DIR).is_dir()
-    summary = pack(**options, resume=resumed)
-    return f"{'resumed and packed' if resumed else 'packed'} {summary}"
+    if (staging / STATE_DIR).is_dir():
+        try:
+            return f"resumed and packed {pack(**options, resume=True)}"
+        except ResumeMismatch as exc:
+            summary = pack(**options, overwrite=True)
+            return f"packed again {summary} (the interrupted pack there differed: {exc})"
+    # The staging folder is this script's: leftovers of an earlier pack are replaced.
+    return f"packed {pack(**options, overwrite=True)}"
 
 
 def _why_not_reusable(dataset: Path, staging: Path, repo_id: str, shard_size: int,
@@ -65,7 +71,7 @@ def _why_not_reusable(dataset: Path, staging: Path, repo_id: str, shard_size: in
     if manifest.get("source_fingerprint") != read_dataset(dataset).fingerprint():
         return "the dataset changed since"
     # The card's code snippets name the repo; the manifest does not record it.
-    if repo_id not in (staging / CARD).read_text(encoding="utf-8"):
+    if f'"{repo_id}"' not in (staging / CARD).read_text(encoding="utf-8"):
         return f"its dataset card names another repo than {repo_id}"
     return None
 

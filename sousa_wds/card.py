@@ -18,11 +18,10 @@ from .format import (
     LABEL_TABLE_COLUMNS,
     METADATA_SCHEMA,
     SPLITS,
-    index_path,
     labels_path,
     metadata_path,
-    shard_name,
 )
+from .units import human_bytes
 
 DEFAULT_REPO_ID = "USER/SOUSA"
 
@@ -111,15 +110,6 @@ def card_yaml_data(splits: Mapping[str, Mapping], license: str, layout: str = "s
     }
 
 
-def _human(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1000:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} TB"
-
-
 def render_card(
     splits: Mapping[str, Mapping], *, repo_id: str = DEFAULT_REPO_ID, license: str = "other",
     layout: str = "shards", rudiments: int, profiles: int,
@@ -129,11 +119,14 @@ def render_card(
 
     yaml = DatasetCardData(**card_yaml_data(splits, license, layout)).to_yaml()
     rows = "\n".join(
-        f"| {s} | {splits[s]['samples']:,} | {splits[s]['shards']} | {_human(splits[s]['bytes'])} |"
+        f"| {s} | {splits[s]['samples']:,} | {splits[s]['shards']} "
+        f"| {human_bytes(splits[s]['bytes'])} |"
         for s in SPLITS
     )
-    first_shard = shard_name("train", 0)
-    return f"""---
+    example = next((s for s in SPLITS if splits[s]["samples"]), "train")
+    storage = ("loose FLAC and MIDI files" if layout == "loose"
+               else "WebDataset shards")
+    head = f"""---
 {yaml}
 ---
 
@@ -145,14 +138,20 @@ stereo), the MIDI of the performance and hierarchical labels: exercise scores he
 `metadata` config, measure- and stroke-level rows in the `measures` and `strokes` configs.
 
 This copy holds {sum(splits[s]['samples'] for s in SPLITS):,} samples from {profiles} player
-profiles and {rudiments} rudiments, stored as WebDataset shards (sousa-wds format v1). Splits
+profiles and {rudiments} rudiments, stored as {storage} (sousa-wds format v1). Splits
 are by player: no profile appears in two splits.
 
 | split | samples | shards | bytes |
 |---|---:|---:|---:|
 {rows}
 
-## Files
+"""
+    body = _loose_body(repo_id, example) if layout == "loose" else _shards_body(repo_id, example)
+    return head + body
+
+
+def _shards_body(repo_id: str, example: str) -> str:
+    return f"""## Files
 
 - `data/{{split}}-NNNNN.tar`: WebDataset shards; each sample is `{{key}}.flac` (the original
   FLAC bytes), `{{key}}.json` (its labels) and `{{key}}.mid` (the MIDI of its group).
@@ -160,7 +159,7 @@ are by player: no profile appears in two splits.
   the byte offset and size of each member, so one sample can be read with one range request.
 - `labels/strokes/{{split}}.parquet`, `labels/measures/{{split}}.parquet`: stroke- and
   measure-level labels, keyed by `sample_id` (= the WebDataset key).
-- `{index_path('{split}')}`: shard lists (wids format) with sizes and sha256;
+- `index/{{split}}.json`: shard lists (wids format) with sizes and sha256;
   `manifest.json`: every file with its size and sha256.
 
 ## Use
@@ -172,7 +171,7 @@ import io, json, soundfile as sf, webdataset as wds
 from huggingface_hub import HfFileSystem
 
 fs = HfFileSystem()
-urls = [fs.url(p) for p in fs.glob("datasets/{repo_id}/data/train-*.tar")]
+urls = [fs.url(p) for p in fs.glob("datasets/{repo_id}/data/{example}-*.tar")]
 for sample in wds.WebDataset(urls, shardshuffle=False):
     audio, sr = sf.read(io.BytesIO(sample["flac"]), dtype="float32")
     labels = json.loads(sample["json"])
@@ -183,25 +182,25 @@ Or with sousa-wds (shuffling, DDP, filters, random access):
 
 ```python
 import sousa_wds
-ds = sousa_wds.stream("{repo_id}", split="train", where="skill_tier == 'advanced'")
+ds = sousa_wds.stream("{repo_id}", split="{example}", where="skill_tier == 'advanced'")
 ```
 
 With `datasets`:
 
 ```python
 from datasets import load_dataset
-ds = load_dataset("{repo_id}", split="train", streaming=True)        # audio + labels
+ds = load_dataset("{repo_id}", split="{example}", streaming=True)        # audio + labels
 # datasets picks one builder per repo from the first config (huggingface/datasets#7101),
 # so name the Parquet files when loading the Parquet configs:
-meta = load_dataset("{repo_id}", "metadata", split="train",
-                    data_files={{"train": "metadata/train.parquet"}})
+meta = load_dataset("{repo_id}", "metadata", split="{example}",
+                    data_files={{"{example}": "metadata/{example}.parquet"}})
 ```
 
 Query the metadata without touching audio:
 
 ```python
 import pandas as pd
-meta = pd.read_parquet("hf://datasets/{repo_id}/metadata/train.parquet")
+meta = pd.read_parquet("hf://datasets/{repo_id}/metadata/{example}.parquet")
 meta.groupby("skill_tier").overall_score.mean()
 ```
 
@@ -216,12 +215,35 @@ Fetch one sample by byte range, without downloading its shard:
 ```python
 import io, pandas as pd, soundfile as sf
 from huggingface_hub import HfFileSystem
-row = pd.read_parquet("hf://datasets/{repo_id}/metadata/train.parquet").iloc[0]
+row = pd.read_parquet("hf://datasets/{repo_id}/metadata/{example}.parquet").iloc[0]
 with HfFileSystem().open(f"datasets/{repo_id}/{{row.shard_path}}", block_size=0) as f:
     f.seek(row.flac_offset)
     audio, sr = sf.read(io.BytesIO(f.read(row.flac_size)))
 ```
 
-The first training shard is `data/{first_shard}`. Audio arrays from `soundfile` are
+Audio arrays from `soundfile` are
 (frames, channels); sousa-wds's loader documents its own layout.
+"""
+
+
+def _loose_body(repo_id: str, example: str) -> str:
+    return f"""## Files
+
+- `audio/{{split}}/{{key}}.flac`, `midi/{{split}}/{{key}}.mid`: one FLAC and one MIDI per sample.
+- `metadata/{{split}}.parquet`: one row per sample with every label and its file names.
+- `labels/strokes/{{split}}.parquet`, `labels/measures/{{split}}.parquet`: stroke- and
+  measure-level labels, keyed by `sample_id`.
+- `manifest.json`: every file with its size and sha256.
+
+## Use
+
+```python
+import pandas as pd, soundfile as sf
+from huggingface_hub import hf_hub_download
+
+meta = pd.read_parquet("hf://datasets/{repo_id}/metadata/{example}.parquet")
+row = meta.iloc[0]
+path = hf_hub_download("{repo_id}", row.audio_filename, repo_type="dataset")
+audio, sr = sf.read(path)
+```
 """

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from .errors import SousaWdsError
+from .units import human_bytes
 
 
 def _without_torch() -> None:
@@ -54,11 +55,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
     print(
         f"  {summary['samples']} samples, {summary['profiles']} profiles, "
         f"{summary['rudiments']} rudiments, {summary['midi_files']} MIDI files, "
-        f"{_human(summary['audio_bytes'])} of audio"
+        f"{human_bytes(summary['audio_bytes'])} of audio"
     )
     for name, entry in summary["splits"].items():
         print(
-            f"  {name:<10} {entry['samples']:>7} samples  {_human(entry['audio_bytes']):>10}"
+            f"  {name:<10} {entry['samples']:>7} samples  {human_bytes(entry['audio_bytes']):>10}"
             f"  {entry['midi_files']:>6} MIDI"
         )
     tiers = ", ".join(f"{k}: {v}" for k, v in summary["skill_tiers"].items())
@@ -69,7 +70,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_pack(args: argparse.Namespace) -> int:
     _without_torch()
     from .pack import pack
-    from .plan import parse_size
+    from .units import parse_size
 
     summary = pack(
         args.dataset,
@@ -120,14 +121,6 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     from .loader import cli_stream
 
     return cli_stream(args)
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    raise AssertionError("unreachable")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -283,6 +276,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return func(args)
     except SousaWdsError as exc:
         print(f"sousa-wds {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # disk full, permissions, a vanished file: name it, no traceback
+        print(f"sousa-wds {args.command}: error: {exc}. Fix the cause and rerun (pack: with "
+              "--resume to keep finished shards).", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"sousa-wds {args.command}: interrupted", file=sys.stderr)

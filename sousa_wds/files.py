@@ -21,14 +21,30 @@ def temp_sibling(final: Path) -> Path:
     return final.with_name(f".{final.name}.partial")
 
 
+def replace_durably(temp: Path, final: Path) -> None:
+    """Move a finished `temp` to `final` so that after a power loss `final` is either absent
+    or complete: the data reaches the disk before the rename, and the rename before we go on."""
+    fd = os.open(temp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temp, final)
+    dir_fd = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 @contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
-    """Yield a temporary sibling of `final`; rename it into place only if the block succeeds."""
+    """Yield a temporary sibling of `final`; move it into place only if the block succeeds."""
     final.parent.mkdir(parents=True, exist_ok=True)
     temp = temp_sibling(final)
     try:
         yield temp
-        os.replace(temp, final)
+        replace_durably(temp, final)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
@@ -37,8 +53,6 @@ def atomic_path(final: Path) -> Iterator[Path]:
 def write_bytes_atomic(final: Path, data: bytes) -> None:
     with atomic_path(final) as temp, open(temp, "wb") as fh:
         fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 def write_json_atomic(final: Path, data: object) -> None:

@@ -36,6 +36,13 @@ TAR_MTIME = 0
 TAR_USER = "sousa"
 TAR_GROUP = "sousa"
 TAR_MODE = 0o444
+TAR_BLOCK = 512  # tar stores everything in 512-byte blocks
+
+
+def tar_padded(size: int) -> int:
+    """Bytes a member of `size` bytes of data occupies in a tar, padding included."""
+    return -(-size // TAR_BLOCK) * TAR_BLOCK
+
 
 MANIFEST = "manifest.json"
 # Top-level folders a pack writes and readers glob (the card's data_files, the loader): a file
@@ -49,7 +56,11 @@ HUB_MAX_FILES = 100_000
 HUB_MAX_FILES_PER_FOLDER = 10_000
 HUB_MAX_FILE_BYTES = 50 * 10**9
 
-_BAD_KEY = re.compile(r"[.\s/\\]")
+# Keys are SOUSA sample ids: ASCII letters, digits, '_' and '-'. Anything else either breaks
+# WebDataset's name splitting ('.', '/') or tar member names (NUL, control characters), or
+# makes URLs and shell use fragile.
+_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_BAD_KEY_CHAR = re.compile(r"[^A-Za-z0-9_-]")
 
 
 def shard_name(split: str, index: int) -> str:
@@ -84,14 +95,16 @@ def key_problem(key: object) -> str | None:
     """Why `key` cannot be a WebDataset key, or None when it can.
 
     WebDataset splits a member name at the first dot of its basename, so a dot, a slash or
-    whitespace would silently produce a different sample on read.
+    whitespace would silently produce a different sample on read; the allowed set is the
+    one SOUSA ids use.
     """
     if not isinstance(key, str) or key == "":
         return "is empty"
-    bad = _BAD_KEY.search(key)
-    if bad:
-        return f"contains {bad.group()!r}"
-    return None
+    if _KEY.fullmatch(key):
+        return None
+    bad = _BAD_KEY_CHAR.search(key)
+    assert bad is not None
+    return f"contains {bad.group()!r}"
 
 
 # --- Column schemas --------------------------------------------------------------------------
@@ -223,6 +236,21 @@ METADATA_SCHEMA = pa.schema(
     [pa.field(n, t) for n, t in LABEL_COLUMNS.items()]
     + [pa.field(n, t) for n, t in LOCATION_COLUMNS.items()]
 )
+
+
+def castable(source: pa.DataType, target: pa.DataType) -> bool:
+    """Whether input columns of type `source` convert to the canonical `target` type.
+
+    The generator's files vary in the ways SOUSA_INPUT.md lists (string flavours, the null
+    type, optional integers stored as double); anything else is a real schema problem.
+    """
+    if source == target or pa.types.is_null(source):
+        return True
+    if pa.types.is_string(target):
+        return pa.types.is_string(source) or pa.types.is_large_string(source)
+    if pa.types.is_integer(target) or pa.types.is_floating(target):
+        return pa.types.is_integer(source) or pa.types.is_floating(source)
+    return False
 
 
 def conform(data: pa.Table | pa.RecordBatch, columns: dict[str, pa.DataType]):

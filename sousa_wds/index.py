@@ -15,7 +15,6 @@ so the same input gives the same bytes.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .files import atomic_path, file_sha256, temp_sibling, write_json_atomic
+from .files import atomic_path, file_sha256, replace_durably, temp_sibling, write_json_atomic
 from .format import (
     FORMAT_VERSION,
     LABEL_COLUMNS,
@@ -38,12 +37,12 @@ from .format import (
     metadata_path,
 )
 from .shards import ShardResult
-from .source import SourceDataset, SourceSample
+from .source import SourceDataset, SourceSample, stream_parquet
 
 # Row groups small enough that a reader filtering by a few columns skips most of the file.
 ROW_GROUP_SIZE = 10_000
 STREAM_BATCH_ROWS = 16_384  # bounds memory: a few MB of stroke rows at a time
-STREAM_BUFFER_BYTES = 1 << 20
+LABEL_ROW_GROUP_ROWS = 131_072  # stroke rows per row group: ~2 MB, a few hundred per split
 PARQUET_OPTIONS = {"compression": "zstd", "write_statistics": True, "store_schema": True}
 
 
@@ -87,41 +86,68 @@ def write_parquet(table: pa.Table, final: Path) -> None:
         pq.write_table(table, temp, row_group_size=ROW_GROUP_SIZE, **PARQUET_OPTIONS)
 
 
+class _LabelSplitWriter:
+    """One split's label table: batches gathered into row groups, written under a temp name."""
+
+    def __init__(self, final: Path, schema: pa.Schema) -> None:
+        self.final = final
+        self.temp = temp_sibling(final)
+        self.temp.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = pq.ParquetWriter(self.temp, schema, **PARQUET_OPTIONS)
+        self._pending: list[pa.RecordBatch] = []
+        self._rows = 0
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        self._pending.append(batch)
+        self._rows += batch.num_rows
+        if self._rows >= LABEL_ROW_GROUP_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._writer.write_table(pa.Table.from_batches(self._pending),
+                                     row_group_size=LABEL_ROW_GROUP_ROWS)
+            self._pending, self._rows = [], 0
+
+    def finish(self) -> None:
+        self._flush()
+        self._writer.close()
+        replace_durably(self.temp, self.final)
+
+    def abandon(self) -> None:
+        self._writer.close()
+        self.temp.unlink(missing_ok=True)
+
+
 def write_label_tables(dataset: SourceDataset, out: Path) -> None:
-    """Split strokes and measures per split, streaming batches from the source files."""
-    keys = {split: pa.array([s.key for s in dataset.split(split)], pa.string())
-            for split in SPLITS}
+    """Split strokes and measures per split, streaming batches from the source files.
+
+    Rows follow the samples' order, so a batch holds a few dozen samples: their split is
+    looked up once each, and rows are routed with a small per-batch lookup.
+    """
+    split_of = {s.key: SPLITS.index(s.split) for s in dataset.samples}
     for table, columns in LABEL_TABLE_COLUMNS.items():
         schema = pa.schema([pa.field(n, t) for n, t in columns.items()])
-        # Stream pages: by default pyarrow decodes a whole row group (1M rows in files pandas
-        # writes, ~400 MB) before yielding the first batch.
-        source = pq.ParquetFile(dataset.label_path(table), buffer_size=STREAM_BUFFER_BYTES,
-                                pre_buffer=False)
-        finals = {split: out / labels_path(table, split) for split in SPLITS}
-        temps = {split: temp_sibling(p) for split, p in finals.items()}
-        writers: dict[str, pq.ParquetWriter] = {}
+        writers: list[_LabelSplitWriter] = []
         try:
-            for split, temp in temps.items():
-                temp.parent.mkdir(parents=True, exist_ok=True)
-                writers[split] = pq.ParquetWriter(temp, schema, **PARQUET_OPTIONS)
-            for batch in source.iter_batches(batch_size=STREAM_BATCH_ROWS,
-                                             columns=list(columns)):
+            for split in SPLITS:
+                writers.append(_LabelSplitWriter(out / labels_path(table, split), schema))
+            source = stream_parquet(dataset.label_path(table))
+            for batch in source.iter_batches(batch_size=STREAM_BATCH_ROWS, columns=list(columns)):
                 batch = conform(batch, columns)
                 ids = batch.column("sample_id")
-                for split, writer in writers.items():
-                    mask = pc.is_in(ids, value_set=keys[split])
-                    part = batch.filter(mask)
+                present = pc.unique(ids)
+                codes = pa.array([split_of[k] for k in present.to_pylist()], pa.int8())
+                row_split = pc.take(codes, pc.index_in(ids, value_set=present))
+                for code, writer in enumerate(writers):
+                    part = batch.filter(pc.equal(row_split, code))
                     if part.num_rows:
-                        writer.write_batch(part, row_group_size=ROW_GROUP_SIZE * 10)
-            for writer in writers.values():
-                writer.close()
-            for split in SPLITS:
-                os.replace(temps[split], finals[split])
+                        writer.add(part)
+            for writer in writers:
+                writer.finish()
         except BaseException:
-            for writer in writers.values():
-                writer.close()
-            for temp in temps.values():
-                temp.unlink(missing_ok=True)
+            for writer in writers:
+                writer.abandon()
             raise
 
 

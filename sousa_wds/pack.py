@@ -15,6 +15,7 @@ Every file is written under a temporary name and renamed when complete.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import shutil
@@ -25,12 +26,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import __version__
 from .card import DEFAULT_REPO_ID, render_card
 from .errors import PackError
 from .files import write_bytes_atomic, write_json_atomic
 from .format import (
     CARD,
     FORMAT_FOLDERS,
+    FORMAT_VERSION,
     LABEL_TABLE_COLUMNS,
     MANIFEST,
     SPLITS,
@@ -55,6 +58,10 @@ STATE_DIR = ".sousa-wds-pack"
 # Everything pack may create; --overwrite removes these and nothing else in OUT.
 MANAGED = (*FORMAT_FOLDERS, CARD, MANIFEST, STATE_DIR)
 PROGRESS_INTERVAL_S = 0.25
+
+
+class ResumeMismatch(PackError):
+    """The interrupted pack in OUT was started from another input, options or version."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,8 @@ def pack(
     dataset = read_dataset(dataset_dir)
     for warning in dataset.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    if not dataset.samples:
+        raise PackError(f"{dataset.root} has no samples: nothing to pack")
     plan = plan_shards(dataset.samples, shard_size=shard_size,
                        max_samples_per_shard=max_samples_per_shard, seed=seed, order=order)
     layout = "loose" if no_sharding else "shards"
@@ -107,8 +116,13 @@ def pack(
         raise PackError(
             f"{out} is inside the source dataset {dataset.root}; pick a folder outside it"
         )
-    state = {"fingerprint": dataset.fingerprint(), "options": plan.options() | {"layout": layout}}
-    finished = _prepare_out(out, state, resume=resume, overwrite=overwrite)
+    state = {
+        "sousa_wds": __version__,
+        "format_version": FORMAT_VERSION,
+        "fingerprint": dataset.fingerprint(),
+        "options": plan.options() | {"layout": layout},
+    }
+    finished = _prepare_out(out, state, plan, resume=resume, overwrite=overwrite)
 
     if no_sharding:
         with _Progress(len(dataset.samples), _media_bytes(dataset.samples), progress) as bar:
@@ -169,7 +183,7 @@ def pack(
 
 
 def _prepare_out(
-    out: Path, state: dict, *, resume: bool, overwrite: bool
+    out: Path, state: dict, plan: PackPlan, *, resume: bool, overwrite: bool
 ) -> dict[str, ShardResult]:
     """Make OUT ready and return the shard results a resumed run can keep."""
     state_dir = out / STATE_DIR
@@ -177,7 +191,7 @@ def _prepare_out(
     if out.exists() and not out.is_dir():
         raise PackError(f"{out} exists and is not a folder")
     if existing and resume:
-        return _resumable(out, state)
+        return _resumable(out, state, plan)
     if existing and not overwrite:
         raise PackError(
             f"{out} is not empty ({', '.join(existing[:5])}{' ...' if len(existing) > 5 else ''}). "
@@ -193,9 +207,8 @@ def _prepare_out(
     return {}
 
 
-def _resumable(out: Path, state: dict) -> dict[str, ShardResult]:
-    import json
-
+def _resumable(out: Path, state: dict, plan: PackPlan) -> dict[str, ShardResult]:
+    """Results of finished shards that still match the plan, file and all."""
     state_file = out / STATE_DIR / "state.json"
     if not state_file.is_file():
         if (out / MANIFEST).is_file():
@@ -204,21 +217,36 @@ def _resumable(out: Path, state: dict) -> dict[str, ShardResult]:
                 "--overwrite to pack again."
             )
         raise PackError(f"{out} holds no interrupted pack to resume ({state_file} is missing)")
-    previous = json.loads(state_file.read_text())
+    previous = _load_state_json(state_file)
     if previous != state:
-        raise PackError(
-            f"cannot resume into {out}: it was started from another input or with other "
-            f"options ({previous.get('options')}, now {state['options']}). Rerun with the same "
-            "options, or use --overwrite to start over."
+        raise ResumeMismatch(
+            f"cannot resume into {out}: it was started from another input, with other "
+            f"options or by another sousa-wds version ({previous.get('options')}, "
+            f"now {state['options']}). Rerun with the same options, or use --overwrite."
         )
-    (out / MANIFEST).unlink(missing_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)  # the old one would call a mixed folder finished
+    planned = {s.name: [x.key for x in s.samples] for s in plan.shards}
     kept: dict[str, ShardResult] = {}
     for result_file in sorted((out / STATE_DIR / "shards").glob("*.json")):
-        result = ShardResult.from_json(json.loads(result_file.read_text()))
+        result = ShardResult.from_json(_load_state_json(result_file))
         shard = out / result.path
-        if shard.is_file() and shard.stat().st_size == result.bytes:
+        if (
+            planned.get(result.name) == [row["key"] for row in result.rows]
+            and shard.is_file()
+            and shard.stat().st_size == result.bytes
+        ):
             kept[result.name] = result
     return kept
+
+
+def _load_state_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PackError(
+            f"{path} is damaged ({exc}); delete it and rerun with --resume (its shard is "
+            "rewritten), or use --overwrite to start over"
+        ) from exc
 
 
 def _write_shards(
@@ -255,6 +283,8 @@ def _run(tasks: list[ShardTask], workers: int, bar: _Progress) -> Iterator[Shard
         return
     # fork keeps the parent's imports (webdataset pulls in torch when present: seconds per
     # spawned worker); elsewhere fall back to the platform default.
+    import webdataset  # noqa: F401  (loaded once here, inherited by forked workers)
+
     method = "fork" if sys.platform == "linux" else None
     ctx = multiprocessing.get_context(method)
     samples = ctx.Value("q", 0)

@@ -9,39 +9,17 @@ so a shard can miss the target by a few KB, never by a whole sample.
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .errors import PackError
-from .format import SPLITS, shard_name, shard_path
+from .format import SPLITS, TAR_BLOCK, shard_name, shard_path, tar_padded
 from .source import SourceSample
 
-TAR_BLOCK = 512
 # One ustar header per member plus the JSON record, whose exact size is known only when written.
 JSON_ESTIMATE = 2048
 DEFAULT_SHARD_SIZE = 1_000_000_000  # Hub guidance for WebDataset: ~1 GB shards.
 DEFAULT_SEED = 1234
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
-          "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
-
-
-def parse_size(text: str | int) -> int:
-    """'500MB', '1GB', '1.5GiB' or a byte count → bytes (decimal units, as the Hub counts)."""
-    if isinstance(text, int):
-        value = text
-    else:
-        match = _SIZE.match(text)
-        if not match:
-            raise PackError(f"cannot read size {text!r}: use bytes or a unit, e.g. 500MB or 1GB")
-        unit = (match.group(2) or "").lower().removesuffix("b")
-        value = int(float(match.group(1)) * _UNITS[unit])
-    if value <= 0:
-        raise PackError(f"shard size must be positive, got {text!r}")
-    return value
-
 
 @dataclass(frozen=True)
 class ShardPlan:
@@ -56,10 +34,6 @@ class ShardPlan:
     @property
     def path(self) -> str:
         return shard_path(self.split, self.index)
-
-    @property
-    def estimated_bytes(self) -> int:
-        return sum(estimate_sample_bytes(s) for s in self.samples)
 
 
 @dataclass(frozen=True)
@@ -87,15 +61,11 @@ class PackPlan:
         }
 
 
-def _padded(size: int) -> int:
-    return -(-size // TAR_BLOCK) * TAR_BLOCK
-
-
 def estimate_sample_bytes(sample: SourceSample) -> int:
     return (
         3 * TAR_BLOCK
-        + _padded(sample.audio_bytes)
-        + _padded(sample.midi_bytes)
+        + tar_padded(sample.audio_bytes)
+        + tar_padded(sample.midi_bytes)
         + JSON_ESTIMATE
     )
 
@@ -127,6 +97,7 @@ def plan_shards(
     for split in SPLITS:
         current: list[SourceSample] = []
         current_bytes = 0
+        index = 0
         for sample in order_split([s for s in samples if s.split == split], split, seed, order):
             size = estimate_sample_bytes(sample)
             full = current and (
@@ -134,14 +105,11 @@ def plan_shards(
                 or (max_samples_per_shard is not None and len(current) >= max_samples_per_shard)
             )
             if full:
-                shards.append(ShardPlan(split, _count(shards, split), tuple(current)))
+                shards.append(ShardPlan(split, index, tuple(current)))
+                index += 1
                 current, current_bytes = [], 0
             current.append(sample)
             current_bytes += size
         if current:
-            shards.append(ShardPlan(split, _count(shards, split), tuple(current)))
+            shards.append(ShardPlan(split, index, tuple(current)))
     return PackPlan(tuple(shards), shard_size, max_samples_per_shard, seed, order)
-
-
-def _count(shards: list[ShardPlan], split: str) -> int:
-    return sum(1 for s in shards if s.split == split)

@@ -46,6 +46,7 @@ from .format import (
     MANIFEST,
     SPLITS,
 )
+from .units import human_bytes
 from .verify import VerifyReport, load_manifest
 
 if TYPE_CHECKING:
@@ -192,15 +193,15 @@ class RepoShape:
             found.append(f"{self.biggest_folder_files:,} files in {self.biggest_folder}; the Hub "
                          f"allows {HUB_MAX_FILES_PER_FOLDER:,} per folder")
         if self.biggest_file_bytes > HUB_MAX_FILE_BYTES:
-            found.append(f"{self.biggest_file} is {_human(self.biggest_file_bytes)}; the Hub "
-                         f"allows {_human(HUB_MAX_FILE_BYTES)} per file")
+            found.append(f"{self.biggest_file} is {human_bytes(self.biggest_file_bytes)}; the Hub "
+                         f"allows {human_bytes(HUB_MAX_FILE_BYTES)} per file")
         return found
 
     def __str__(self) -> str:
         return (f"{self.files:,} files in the repo (limit {HUB_MAX_FILES:,}); "
                 f"{self.biggest_folder_files:,} in {self.biggest_folder} "
                 f"(limit {HUB_MAX_FILES_PER_FOLDER:,} per folder); largest file "
-                f"{_human(self.biggest_file_bytes)} (limit {_human(HUB_MAX_FILE_BYTES)})")
+                f"{human_bytes(self.biggest_file_bytes)} (limit {human_bytes(HUB_MAX_FILE_BYTES)})")
 
 
 # --- The plan -------------------------------------------------------------------------------------
@@ -315,7 +316,7 @@ class UploadResult:
             return f"{self.plan}\ndry run: nothing was sent"
         lines = [
             f"uploaded to {self.plan.repo_url} (commit {self.commit}): "
-            f"{len(self.plan.add)} files new or changed ({_human(_total(self.plan.add))}), "
+            f"{len(self.plan.add)} files new or changed ({human_bytes(_total(self.plan.add))}), "
             f"{len(self.plan.skip)} already identical",
             f"verified {self.verification}",
         ]
@@ -388,7 +389,7 @@ def upload(
         raise UploadError(f"{url} would break the Hub's limits: {_quote(plan.problems)}; pack "
                           "with larger shards (--shard-size) or without --no-sharding, or "
                           "remove stale files (--delete-stale)")
-    say(f"{len(plan.add)} files to send ({_human(_total(plan.add))}), "
+    say(f"{len(plan.add)} files to send ({human_bytes(_total(plan.add))}), "
         f"{len(plan.skip)} already identical, {len(plan.stale)} stale")
     with _translated(f"upload to {repo_id} stopped", token, hint=RESUME_HELP):
         _send(api, root, plan, repo_id, revision,
@@ -772,9 +773,10 @@ def _quote(problems: Sequence[str]) -> str:
 
 def _section(verb: str, why: str, items: Sequence[tuple[str, int]], listed: bool = True
              ) -> list[str]:
-    lines = [f"  {verb:<6} {len(items):>6,} files {_human(sum(s for _, s in items)):>9}  ({why})"]
+    total = human_bytes(sum(s for _, s in items))
+    lines = [f"  {verb:<6} {len(items):>6,} files {total:>9}  ({why})"]
     if listed:
-        lines += [f"           {path}  {_human(size)}" for path, size in items[:MAX_LISTED]]
+        lines += [f"           {path}  {human_bytes(size)}" for path, size in items[:MAX_LISTED]]
         if len(items) > MAX_LISTED:
             lines.append(f"           ... and {len(items) - MAX_LISTED:,} more")
     return lines
@@ -782,14 +784,6 @@ def _section(verb: str, why: str, items: Sequence[tuple[str, int]], listed: bool
 
 def _total(files: Iterable[FileSpec]) -> int:
     return sum(f.size for f in files)
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    raise AssertionError("unreachable")
 
 
 def _stderr(line: str) -> None:

@@ -8,39 +8,48 @@ How it works:
 - A Location reads small files whole (manifest, metadata) and shards by byte range. A range is
   streamed (`open_range`): one request serves a run of consecutive samples, and gaps between
   them are skipped (a seek locally, read through over HTTP, where a new request costs more).
-- HTTP goes through `HttpClient`: keep-alive connections per process, the caller's headers
-  (the token) on every request, redirects that drop `Authorization` when they leave the origin
-  (the Hub's CDN and signed bucket URLs must not get it), retries of transient failures, and an
-  interrupted body resumed at the byte where it stopped. Messages show URLs without query
-  strings or credentials; headers are never printed.
+- HTTP goes through `HttpClient`, a thin layer on an `httpx2.Client` (the HTTP library
+  huggingface_hub uses): httpx2 keeps connections alive, follows redirects and drops
+  `Authorization` when one leaves the origin (the Hub's CDN and signed bucket URLs must not get
+  the token), and honours HTTP(S)_PROXY/NO_PROXY. Ours on top: one httpx2 client per process (a
+  forked DataLoader worker makes its own; an HttpClient holds only headers, so it pickles), the
+  caller's headers (the token) on every request, no cookies, retries of transient failures, and
+  a range whose body broke off asked again from the byte where it stopped. Messages show URLs
+  without query strings or credentials; headers are never printed.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
-import ssl
 import time
-from collections.abc import Mapping
-from functools import lru_cache
+from collections.abc import Iterator, Mapping
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+import httpx2
 
 from . import __version__
 from .errors import LoaderError
 
 DEFAULT_HUB_ENDPOINT = "https://huggingface.co"
 USER_AGENT = f"sousa-wds/{__version__}"
+# For connecting and for each read: a stalled server fails the request instead of hanging it.
 TIMEOUT_S = 60
 # The first retry is immediate: a reused keep-alive socket the server already closed fails at
 # once and a fresh connection fixes it. Later ones back off for overloaded servers.
 RETRY_DELAYS_S = (0.0, 1.0, 4.0)
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# Failures worth another try (a timeout, a refused or dropped connection, a keep-alive connection
+# closed under us); others (a redirect loop, an unsupported scheme, a bad proxy) fail at once.
+TRANSIENT_ERRORS = (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError)
+# The Hub needs one (resolve URL → CDN); more than a few is a loop.
 MAX_REDIRECTS = 5
+# Byte offsets count the file as stored: a compressed body would not match Content-Range.
+NO_CONTENT_CODING = {"Accept-Encoding": "identity"}
 # A gap this small between two wanted byte ranges is read through rather than paying another
 # request's latency (about 40 ms of transfer at 50 MB/s, less than a typical round trip).
 HTTP_RUN_GAP = 2 * 1024 * 1024
@@ -152,132 +161,77 @@ def redact(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
-@lru_cache(maxsize=1)
-def _ssl_context() -> ssl.SSLContext:
-    return ssl.create_default_context()  # loading the CA store once per process, not per socket
+# One httpx2 client per process (its pool and TLS context are shared by every location), made on
+# first use in each process: a forked DataLoader worker must not use its parent's sockets, and
+# drops the inherited client without closing it (those sockets are still the parent's).
+_shared: tuple[int, httpx2.Client] | None = None
 
 
-def _origin(url: str) -> tuple[str, str]:
-    parts = urlsplit(url)
-    return parts.scheme, parts.netloc
-
-
-class _Response:
-    """An HTTP response being read; its connection goes back to the pool once fully read."""
-
-    def __init__(self, client: HttpClient, origin: tuple[str, str],
-                 conn: http.client.HTTPConnection, raw: http.client.HTTPResponse) -> None:
-        self._client = client
-        self._origin = origin
-        self._conn: http.client.HTTPConnection | None = conn
-        self.raw = raw
-        self.status = raw.status
-
-    def header(self, name: str) -> str | None:
-        return self.raw.getheader(name)
-
-    def read(self, n: int | None = None) -> bytes:
-        data = self.raw.read() if n is None else self.raw.read(n)
-        if self.raw.isclosed():
-            self._finish()
-        return data
-
-    def _finish(self) -> None:
-        if self._conn is not None:
-            if self.raw.will_close:
-                self._conn.close()
-            else:
-                self._client._release(self._origin, self._conn)
-            self._conn = None
-
-    def close(self) -> None:
-        if self._conn is not None:  # not fully read: the connection cannot carry another request
-            self._conn.close()
-            self._conn = None
-        self.raw.close()
+def _session() -> httpx2.Client:
+    global _shared
+    if _shared is None or _shared[0] != os.getpid():
+        # No cookie is ever stored: credentials come only from a caller's own headers, never
+        # from what another location's server set.
+        no_cookies = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
+        _shared = (os.getpid(), httpx2.Client(
+            headers={"User-Agent": USER_AGENT, **NO_CONTENT_CODING}, cookies=no_cookies,
+            timeout=TIMEOUT_S, follow_redirects=True, max_redirects=MAX_REDIRECTS))
+    return _shared[1]
 
 
 class HttpClient:
-    """GET with keep-alive, Range, credential-safe redirects and retries. One pool per process."""
+    """GET with the caller's headers (the token), Range and retries, on the process's client."""
 
     def __init__(self, headers: Mapping[str, str] | None = None) -> None:
-        self._headers = {"User-Agent": USER_AGENT, **(headers or {})}
-        self._idle: dict[tuple[str, str], list[http.client.HTTPConnection]] = {}
-        self._pid = os.getpid()
-
-    def __getstate__(self) -> dict:
-        return self.__dict__ | {"_idle": {}}
+        self._headers = dict(headers or {})
 
     def __repr__(self) -> str:
         return "HttpClient()"  # never show the headers: they hold the token
 
-    def _acquire(self, origin: tuple[str, str]) -> http.client.HTTPConnection:
-        if self._pid != os.getpid():  # forked DataLoader worker: inherited sockets are the parent's
-            self._idle, self._pid = {}, os.getpid()
-        idle = self._idle.get(origin)
-        if idle:
-            return idle.pop()
-        scheme, netloc = origin
-        if scheme == "https":
-            return http.client.HTTPSConnection(netloc, timeout=TIMEOUT_S, context=_ssl_context())
-        return http.client.HTTPConnection(netloc, timeout=TIMEOUT_S)
-
-    def _release(self, origin: tuple[str, str], conn: http.client.HTTPConnection) -> None:
-        if self._pid == os.getpid():
-            self._idle.setdefault(origin, []).append(conn)
-
-    def _send(self, url: str, headers: dict[str, str]) -> _Response:
-        """One request, retried on connection failures and transient statuses."""
-        origin = _origin(url)
-        parts = urlsplit(url)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    def get(self, url: str, start: int | None = None,
+            end: int | None = None) -> httpx2.Response:
+        """GET `url`, or its bytes [start, end): the streaming response (200 or 206), to close."""
+        session = _session()
+        headers = self._headers if start is None else {
+            **self._headers, "Range": f"bytes={start}-{'' if end is None else end - 1}"}
         for delay in (*RETRY_DELAYS_S, None):
-            conn = self._acquire(origin)
             try:
-                conn.request("GET", target, headers=headers)
-                raw = conn.getresponse()
-            except (OSError, http.client.HTTPException) as exc:
-                conn.close()
+                response = session.send(session.build_request("GET", url, headers=headers),
+                                        stream=True)
+            except TRANSIENT_ERRORS as exc:
                 if delay is None:
                     raise LoaderError(f"cannot reach {redact(url)}: {exc}") from exc
-                time.sleep(delay)
-                continue
-            response = _Response(self, origin, conn, raw)
-            if raw.status in RETRY_STATUSES and delay is not None:
+            except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
+                raise LoaderError(f"{redact(url)}: {exc}") from exc
+            else:
+                if response.status_code in (200, 206):
+                    return response
+                if response.status_code not in RETRY_STATUSES or delay is None:
+                    raise _status_error(response)
                 response.close()
-                time.sleep(delay)
-                continue
-            return response
+            time.sleep(delay)
         raise AssertionError("unreachable")
 
-    def get(self, url: str, start: int | None = None, end: int | None = None) -> _Response:
-        """GET `url`, or its bytes [start, end); returns the open response (200 or 206)."""
-        headers = dict(self._headers)
-        if start is not None:
-            headers["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
-        origin = _origin(url)
-        for _ in range(MAX_REDIRECTS + 1):
-            response = self._send(url, headers)
-            if response.status in (200, 206):
-                return response
-            if response.status not in REDIRECT_STATUSES:
-                body = response.read()
-                raise _status_error(url, response.status, body)
-            target = response.header("Location")
-            response.read()
-            if not target:
-                raise LoaderError(f"{redact(url)}: redirect without a Location header")
-            url = urljoin(url, target)
-            if _origin(url) != origin:
-                # Credentials stay with the origin they were given for (the Hub's CDN and
-                # signed bucket URLs must not get the token; S3 even rejects the request).
-                headers.pop("Authorization", None)
-        raise LoaderError(f"{redact(url)}: more than {MAX_REDIRECTS} redirects")
+    def fetch(self, url: str) -> bytes:
+        """The whole body of `url`."""
+        response = self.get(url)
+        try:
+            return response.read()
+        except httpx2.TransportError as exc:
+            raise LoaderError(f"{redact(url)}: download broke off: {exc}") from exc
+        finally:
+            response.close()
 
 
-def _status_error(url: str, status: int, body: bytes) -> LoaderError:
-    detail = body[:200].decode("utf-8", "replace").strip()
-    where = redact(url)
+def _status_error(response: httpx2.Response) -> LoaderError:
+    status = response.status_code
+    where = redact(str(response.url))  # where the redirects led
+    try:
+        detail = response.read()[:200].decode("utf-8", "replace").strip()
+    except httpx2.TransportError:
+        detail = ""
+    finally:
+        response.close()
     if status == 404:
         return MissingFile(f"{where} does not exist (HTTP 404)")
     if status == 416:
@@ -299,29 +253,44 @@ class _HttpRange:
         self._pos = start
         self._end = end
         self._available = end  # lowered when the server says the file is shorter
-        self._response: _Response | None = None
+        self._response: httpx2.Response | None = None
+        self._body_end: int | None = None  # the file byte where the open response's body ends
+        self._chunks: Iterator[bytes] = iter(())  # the body as it arrives
+        self._chunk = b""
+        self._taken = 0  # bytes of _chunk already returned
 
-    def _open(self) -> _Response:
+    def _open(self) -> None:
         response = self._client.get(self._url, self._pos, self._end)
-        if response.status == 206:
-            content_range = response.header("Content-Range") or ""
+        self._response, self._chunks = response, response.iter_raw()
+        self._chunk, self._taken = b"", 0
+        if response.status_code == 206:
+            content_range = response.headers.get("Content-Range", "")
             match = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", content_range)
             if not match or int(match.group(1)) != self._pos:
-                response.close()
+                self.close()
                 raise LoaderError(f"{redact(self._url)}: unexpected Content-Range "
                                   f"{content_range!r} for byte {self._pos}")
-            self._available = min(self._end, int(match.group(2)) + 1)
+            self._body_end = int(match.group(2)) + 1
+            self._available = min(self._end, self._body_end)
         else:  # the server ignored Range: read from the start and drop what comes before
-            length = response.header("Content-Length")
-            if length is not None:
-                self._available = min(self._end, int(length))
+            length = response.headers.get("Content-Length")
+            self._body_end = None if length is None else int(length)
+            if self._body_end is not None:
+                self._available = min(self._end, self._body_end)
             remaining = self._pos
             while remaining:
-                chunk = response.read(min(remaining, READ_CHUNK))
+                chunk = self._take(min(remaining, READ_CHUNK))
                 if not chunk:
                     break
                 remaining -= len(chunk)
-        return response
+
+    def _take(self, n: int) -> bytes:
+        """Up to `n` bytes of the open body; empty at its end."""
+        if self._taken == len(self._chunk):
+            self._chunk, self._taken = next(self._chunks, b""), 0
+        data = self._chunk[self._taken:self._taken + n]  # the chunk itself when taken whole
+        self._taken += len(data)
+        return data
 
     def read(self, n: int) -> bytes:
         if self._pos + n > self._available:
@@ -333,9 +302,9 @@ class _HttpRange:
         while want:
             try:
                 if self._response is None:
-                    self._response = self._open()
-                chunk = self._response.read(want)
-            except (OSError, http.client.HTTPException) as exc:
+                    self._open()
+                chunk = self._take(want)
+            except httpx2.TransportError as exc:
                 chunk, error = b"", exc
             else:
                 error = None
@@ -353,6 +322,11 @@ class _HttpRange:
                                   f"{self._pos}: {error or 'empty body'}")
             time.sleep(RETRY_DELAYS_S[failures])
             failures += 1
+        if self._pos == self._body_end:
+            # Reading the body's end (no more bytes) lets httpx2 reuse the connection; closing a
+            # body before its end closes the connection.
+            next(self._chunks, b"")
+            self.close()
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def skip(self, n: int) -> None:
@@ -364,7 +338,7 @@ class _HttpRange:
             n -= step
 
     def close(self) -> None:
-        if self._response is not None:
+        if self._response is not None:  # a body not read to its end closes its connection
             self._response.close()
             self._response = None
 
@@ -384,13 +358,7 @@ class HttpLocation:
         return f"{self.base_url}/{quote(path)}"
 
     def read_file(self, path: str) -> bytes:
-        response = self.client.get(self.url(path))
-        try:
-            return response.read()
-        except (OSError, http.client.HTTPException) as exc:
-            raise LoaderError(f"{redact(self.url(path))}: download broke off: {exc}") from exc
-        finally:
-            response.close()
+        return self.client.fetch(self.url(path))
 
     def open_range(self, path: str, start: int, end: int) -> _HttpRange:
         return _HttpRange(self.client, self.url(path), start, end)
@@ -424,7 +392,7 @@ def _hub_location(repo_id: str, revision: str, token: str | bool | None) -> Http
     name = f"hf://datasets/{repo_id}@{revision}"
     api = f"{endpoint}/api/datasets/{repo_id}/revision/{quote(revision, safe='')}"
     try:
-        info = json.loads(client.get(api).read())
+        info = json.loads(client.fetch(api))
     except MissingFile as exc:
         raise LoaderError(
             f"{name}: no such dataset repo or revision on {endpoint} (or it is private: pass "

@@ -30,8 +30,16 @@ import pyarrow as pa
 import soundfile
 
 from .errors import PackError
-from .files import temp_sibling
-from .format import MEMBERS, TAR_GROUP, TAR_MODE, TAR_MTIME, TAR_USER, encode_record
+from .files import replace_durably, temp_sibling
+from .format import (
+    MEMBERS,
+    TAR_GROUP,
+    TAR_MODE,
+    TAR_MTIME,
+    TAR_USER,
+    encode_record,
+    tar_padded,
+)
 from .source import SourceSample
 
 
@@ -136,17 +144,14 @@ class _HashingWriter(io.RawIOBase):
                     unsynced += len(block)
                     if unsynced >= self.SYNC_EVERY:
                         self._raw.flush()
-                        os.fdatasync(self._raw.fileno())
+                        _datasync(self._raw.fileno())
                         unsynced = 0
                 except BaseException as exc:  # re-raised on the writing thread
                     self._error = exc
 
 
+_datasync = getattr(os, "fdatasync", os.fsync)  # fdatasync is POSIX-only (not macOS/Windows)
 COPY_BUFSIZE = 64 << 20  # larger than any FLAC member: tarfile copies each in one piece
-
-
-def _padded(size: int) -> int:
-    return -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
 
 
 def _read(root: str, rel: str) -> bytes:
@@ -205,9 +210,7 @@ def write_shard(
                     rows[-1]["flac_sha256"] = pending.result()
             writer.close()
             sink.close()
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(temp, final)
+        replace_durably(temp, final)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
@@ -240,7 +243,7 @@ def _locate(tar: tarfile.TarFile, start: int, payload: dict[str, bytes]) -> dict
         position += _header_bytes(tar, info)
         row[f"{ext}_offset"] = position
         row[f"{ext}_size"] = info.size
-        position += _padded(info.size)
+        position += tar_padded(info.size)
     if position != tar.offset:
         raise AssertionError(f"offset bookkeeping is off: {position} != {tar.offset}")
     # Keep only what later offsets need: TarFile would otherwise hold every member's header.

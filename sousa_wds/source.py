@@ -38,12 +38,19 @@ from .format import (
     SAMPLE_COLUMNS,
     SOURCE_SPLIT_FIELDS,
     SPLITS,
+    castable,
     conform,
     key_problem,
 )
 
 # How many offending rows or files one message lists before it says "and N more".
 MAX_LISTED = 20
+STREAM_BATCH_ROWS = 65_536  # stroke rows checked per batch: a few MB of two columns
+STREAM_BUFFER_BYTES = 1 << 20
+# What a media file starts with; checked here so a damaged file stops the run before
+# anything is written, not hours into packing.
+FLAC_MAGIC = b"fLaC"
+MIDI_MAGIC = b"MThd"
 
 LABEL_FILES = ("samples", "exercises", "measures", "strokes")
 
@@ -162,69 +169,130 @@ def read_dataset(root: str | os.PathLike) -> SourceDataset:
 
     samples = _read_table(root, "samples", SAMPLE_COLUMNS, problems)
     exercises = _read_table(root, "exercises", EXERCISE_COLUMNS, problems)
-    for table, columns in LABEL_TABLE_COLUMNS.items():
-        _check_schema(root, table, columns, problems)
+    label_files = {
+        table: _open_parquet(root / "labels" / f"{table}.parquet", columns, problems)
+        for table, columns in LABEL_TABLE_COLUMNS.items()
+    }
     splits = _read_splits(root / "splits.json", problems)
     problems.raise_if_any(root)
     assert samples is not None and exercises is not None and splits is not None
 
     labels = _join_labels(root, samples, exercises, problems)
     problems.raise_if_any(root)
+    for table, parquet in label_files.items():
+        assert parquet is not None
+        _check_label_rows(parquet, root / "labels" / f"{table}.parquet",
+                          labels.column("sample_id"), problems)
     return _build(root, labels, splits, problems)
+
+
+def stream_parquet(path: Path) -> pq.ParquetFile:
+    """Open a Parquet file to stream it page by page.
+
+    By default pyarrow decodes a whole row group (1M rows in files pandas writes, ~400 MB)
+    before yielding the first batch.
+    """
+    return pq.ParquetFile(path, buffer_size=STREAM_BUFFER_BYTES, pre_buffer=False)
+
+
+def _open_parquet(
+    path: Path, columns: dict[str, pa.DataType], problems: _Problems
+) -> pq.ParquetFile | None:
+    """Open `path` and check it has `columns` with types that convert to the canonical ones.
+
+    Only the footer is read, so a type problem in a 35M-row strokes file is found before
+    anything is packed, not when its rows are finally streamed.
+    """
+    try:
+        parquet = stream_parquet(path)
+        schema = parquet.schema_arrow
+    except (OSError, pa.ArrowException) as exc:
+        problems.add(
+            f"unreadable Parquet file {path}",
+            [str(exc).splitlines()[0]],
+            "the file is damaged or not Parquet; regenerate or re-copy it",
+        )
+        return None
+    absent = [c for c in columns if c not in schema.names]
+    problems.add(
+        f"{path} lacks required columns",
+        absent,
+        "this does not look like SOUSA generator output; regenerate the labels",
+    )
+    wrong = [
+        f"{name}: {schema.field(name).type}, expected {typ}"
+        for name, typ in columns.items()
+        if name in schema.names and not castable(schema.field(name).type, typ)
+    ]
+    problems.add(
+        f"{path} has columns of an unexpected type",
+        wrong,
+        "see docs/format.md for the expected column types; regenerate the labels",
+    )
+    return None if absent or wrong else parquet
 
 
 def _read_table(
     root: Path, name: str, columns: dict[str, pa.DataType], problems: _Problems
 ) -> pa.Table | None:
     path = root / "labels" / f"{name}.parquet"
+    parquet = _open_parquet(path, columns, problems)
+    if parquet is None:
+        return None
     try:
-        # ParquetFile, not read_table: the latter imports pyarrow.dataset and pandas
-        # (+50 MB, +0.25 s) for nothing here.
-        table = pq.ParquetFile(path).read()
+        return conform(parquet.read(columns=list(columns)), columns)
     except (OSError, pa.ArrowException) as exc:
         problems.add(
-            f"unreadable Parquet file {path}",
+            f"{path} has values that do not fit their column type",
             [str(exc).splitlines()[0]],
-            "the file is damaged or not Parquet; regenerate or re-copy it",
-        )
-        return None
-    absent = [c for c in columns if c not in table.column_names]
-    if absent:
-        problems.add(
-            f"{path} lacks required columns",
-            absent,
-            "this does not look like SOUSA generator output; regenerate the labels",
-        )
-        return None
-    try:
-        return conform(table, columns)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        problems.add(
-            f"{path} has columns of an unexpected type",
-            [str(exc).splitlines()[0]],
-            "see docs/format.md for the expected column types",
+            "see docs/format.md for the expected column types; regenerate the labels",
         )
         return None
 
 
-def _check_schema(
-    root: Path, name: str, columns: dict[str, pa.DataType], problems: _Problems
+def _check_label_rows(
+    parquet: pq.ParquetFile, path: Path, sample_ids: pa.ChunkedArray, problems: _Problems
 ) -> None:
-    path = root / "labels" / f"{name}.parquet"
+    """Stroke/measure rows must belong to known samples, once per (sample_id, index).
+
+    Streams two columns in batches; rows follow the samples' order, so a repeated or
+    unordered index shows up between neighbours without holding the table.
+    """
+    known = sample_ids.combine_chunks()
+    orphans: list[str] = []
+    repeated: list[str] = []
+    last: tuple[str | None, int] = (None, -1)
     try:
-        schema = pq.read_schema(path)
+        for batch in parquet.iter_batches(batch_size=STREAM_BATCH_ROWS,
+                                          columns=["sample_id", "index"]):
+            ids = batch.column(0).cast(pa.string())
+            index = batch.column(1).cast(pa.int64())
+            unknown = pc.invert(pc.is_in(ids, value_set=known))
+            if pc.any(unknown).as_py():
+                orphans += pc.unique(ids.filter(unknown)).to_pylist()
+            same = pc.equal(ids.slice(1), ids.slice(0, len(ids) - 1))
+            rising = pc.greater(index.slice(1), index.slice(0, len(index) - 1))
+            bad = pc.and_(same, pc.invert(rising))
+            for row in pc.indices_nonzero(pc.fill_null(bad, False)).to_pylist():
+                repeated.append(f"{ids[row + 1]} index {index[row + 1]}")
+            if len(ids) and last[0] == ids[0].as_py() and index[0].as_py() <= last[1]:
+                repeated.append(f"{ids[0]} index {index[0]}")
+            if len(ids):
+                last = (ids[-1].as_py(), index[-1].as_py())
     except (OSError, pa.ArrowException) as exc:
-        problems.add(
-            f"unreadable Parquet file {path}",
-            [str(exc).splitlines()[0]],
-            "the file is damaged or not Parquet; regenerate or re-copy it",
-        )
+        problems.add(f"unreadable rows in {path}", [str(exc).splitlines()[0]],
+                     "the file is damaged; regenerate or re-copy it")
         return
-    absent = [c for c in columns if c not in schema.names]
     problems.add(
-        f"{path} lacks required columns",
-        absent,
-        "this does not look like SOUSA generator output; regenerate the labels",
+        f"rows for unknown samples in {path}",
+        sorted(set(orphans)),
+        "remove these rows or add the samples to samples.parquet; packed labels would "
+        "silently lose them",
+    )
+    problems.add(
+        f"repeated or unordered (sample_id, index) rows in {path}",
+        repeated,
+        "each sample's rows must have increasing, unique indexes; regenerate the labels",
     )
 
 
@@ -342,49 +410,21 @@ def _build(
         "regenerate these groups; the MIDI is written for the first sample of each group",
     )
 
-    stat_cache: dict[str, int | None] = {}
-    base = str(root)
-
-    def size(rel: str | None) -> int | None:
-        # Plain string paths: pathlib costs ~30 µs a call, seconds at 100k samples.
-        if rel is None:
-            return None
-        if rel not in stat_cache:
-            try:
-                stat_cache[rel] = os.stat(os.path.join(base, rel)).st_size
-            except OSError:
-                stat_cache[rel] = None
-        return stat_cache[rel]
-
+    probe = _MediaProbe(root)
     samples: list[SourceSample] = []
-    missing_audio: list[str] = []
-    missing_midi: list[str] = []
     for row, (key, profile, audio, midi, group) in enumerate(
         zip(ids, cols["profile_id"], cols["audio_path"], cols["midi_path"],
             cols["augmentation_group_id"])
     ):
         midi = midi if midi is not None else group_midi.get(group)
-        audio_size = size(audio)
-        midi_size = size(midi)
-        if audio_size is None:
-            missing_audio.append(f"{key}: {root / PurePosixPath(audio or '')}")
-        if midi is not None and midi_size is None:
-            missing_midi.append(f"{key}: {root / PurePosixPath(midi)}")
+        audio_size = probe.size(key, audio, FLAC_MAGIC)
+        midi_size = probe.size(key, midi, MIDI_MAGIC) if midi is not None else None
         if audio_size is None or midi_size is None or profile not in split_of:
             continue
         samples.append(
             SourceSample(key, split_of[profile], row, audio, midi, audio_size, midi_size)
         )
-    problems.add(
-        "audio files that do not exist",
-        missing_audio,
-        "restore these files, or remove their rows from labels/samples.parquet",
-    )
-    problems.add(
-        "MIDI files that do not exist",
-        sorted(set(missing_midi)),
-        "restore these files, or regenerate their augmentation groups",
-    )
+    probe.report(problems)
     problems.raise_if_any(root)
 
     order = {name: i for i, name in enumerate(SPLITS)}
@@ -392,6 +432,70 @@ def _build(
     label_table = labels.select(list(LABEL_COLUMNS))
     warnings = _unlisted_files(root, set(cols["audio_path"]) | set(group_midi.values()))
     return SourceDataset(root, tuple(samples), label_table, tuple(warnings))
+
+
+class _MediaProbe:
+    """Size and first bytes of each media file, once per path (MIDI files are shared).
+
+    Plain string paths and os calls: pathlib costs ~30 µs a call, seconds at 100k samples.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self._base = str(root)
+        self._root = root
+        self._seen: dict[str, int | None] = {}
+        self.outside: list[str] = []
+        self.missing: dict[bytes, list[str]] = {FLAC_MAGIC: [], MIDI_MAGIC: []}
+        self.damaged: dict[bytes, list[str]] = {FLAC_MAGIC: [], MIDI_MAGIC: []}
+
+    def size(self, key: str, rel: str | None, magic: bytes) -> int | None:
+        if rel in self._seen:
+            return self._seen[rel]
+        result = None
+        parts = PurePosixPath(rel or "").parts
+        if not rel or rel.startswith("/") or ".." in parts:
+            self.outside.append(f"{key}: {rel!r}")
+        else:
+            path = os.path.join(self._base, rel)
+            try:
+                with open(path, "rb") as fh:
+                    head = fh.read(len(magic))
+                    result = os.fstat(fh.fileno()).st_size
+            except OSError:
+                self.missing[magic].append(f"{key}: {path}")
+            else:
+                if head != magic:
+                    self.damaged[magic].append(f"{key}: {path} starts with {head!r}")
+                    result = None
+        self._seen[rel] = result
+        return result
+
+    def report(self, problems: _Problems) -> None:
+        problems.add(
+            "media paths outside the dataset folder (absolute or with '..')",
+            self.outside,
+            "audio_path and midi_path must be relative to the dataset folder, with '/'",
+        )
+        problems.add(
+            "audio files that do not exist",
+            self.missing[FLAC_MAGIC],
+            "restore these files, or remove their rows from labels/samples.parquet",
+        )
+        problems.add(
+            "audio files that are not FLAC",
+            self.damaged[FLAC_MAGIC],
+            "these files are damaged or another format; regenerate or restore them",
+        )
+        problems.add(
+            "MIDI files that do not exist",
+            self.missing[MIDI_MAGIC],
+            "restore these files, or regenerate their augmentation groups",
+        )
+        problems.add(
+            "MIDI files that are not MIDI",
+            self.damaged[MIDI_MAGIC],
+            "these files are damaged; regenerate their augmentation groups",
+        )
 
 
 def _first(ids: list[str], profiles: list[str], profile: str, n: int = 3) -> list[str]:

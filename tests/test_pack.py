@@ -22,8 +22,9 @@ from sousa_wds.cli import main
 from sousa_wds.errors import PackError
 from sousa_wds.format import LABEL_COLUMNS, MANIFEST, METADATA_SCHEMA, SPLITS, encode_record
 from sousa_wds.pack import STATE_DIR, pack
-from sousa_wds.plan import parse_size, plan_shards
+from sousa_wds.plan import plan_shards
 from sousa_wds.source import read_dataset
+from sousa_wds.units import parse_size
 
 from .conftest import SHARD_SIZE
 
@@ -270,7 +271,7 @@ def test_resume_refuses_other_options(example_dataset: Path, tmp_path: Path) -> 
     (out / STATE_DIR).mkdir(parents=True)
     (out / STATE_DIR / "state.json").write_text(json.dumps(
         {"fingerprint": "x", "options": {}}))
-    with pytest.raises(PackError, match="another input or with other options"):
+    with pytest.raises(PackError, match="another input, with other options"):
         pack(example_dataset, out, resume=True, progress=False)
 
 
@@ -355,3 +356,44 @@ def test_pack_cli_prints_summary(example_dataset: Path, tmp_path: Path,
     assert main(["pack", str(example_dataset), str(out), "--shard-size", "4MB", "--quiet"]) == 0
     assert "40 samples" in capsys.readouterr().out
     assert os.path.isfile(out / MANIFEST)
+
+
+def test_resume_rewrites_shards_whose_samples_changed(
+    example_dataset: Path, tmp_path: Path
+) -> None:
+    """A finished shard is kept only if it holds exactly the samples the plan gives it now."""
+    reference, out = tmp_path / "ref", tmp_path / "out"
+    pack(example_dataset, reference, max_samples_per_shard=2, workers=1, progress=False)
+    pack(example_dataset, out, max_samples_per_shard=2, workers=1, progress=False)
+    # Turn the finished pack back into an interrupted one whose first result lies about keys.
+    import sousa_wds.pack as pack_module
+    from sousa_wds.files import write_json_atomic
+    from sousa_wds.pack import STATE_DIR as state_dir
+
+    plan = plan_shards(read_dataset(example_dataset).samples, max_samples_per_shard=2)
+    first = plan.shards[0]
+    (out / MANIFEST).unlink()
+    shutil_state = out / state_dir / "shards"
+    shutil_state.mkdir(parents=True)
+    ds = read_dataset(example_dataset)
+    write_json_atomic(out / state_dir / "state.json", {
+        "sousa_wds": pack_module.__version__, "format_version": 1,
+        "fingerprint": ds.fingerprint(),
+        "options": plan.options() | {"layout": "shards"}})
+    fake_rows = [{"key": "someone_else"}, {"key": "another"}]
+    write_json_atomic(shutil_state / f"{first.name}.json", {
+        "name": first.name, "path": first.path, "bytes": (out / first.path).stat().st_size,
+        "sha256": "0" * 64, "rows": fake_rows})
+    summary = pack(example_dataset, out, max_samples_per_shard=2, workers=1, resume=True,
+                   progress=False)
+    assert summary.reused_shards == 0
+    assert _tree(out) == _tree(reference)
+
+
+def test_empty_dataset_is_refused(dataset_copy: Path, tmp_path: Path) -> None:
+    for name in ("samples", "exercises", "strokes", "measures"):
+        path = dataset_copy / "labels" / f"{name}.parquet"
+        pq.write_table(pq.read_table(path).slice(0, 0), path)
+    with pytest.raises(PackError, match="no samples"):
+        pack(dataset_copy, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()

@@ -245,3 +245,60 @@ def test_check_cli_fails_with_one_error(dataset_copy: Path,
     assert main(["check", str(dataset_copy)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("sousa-wds check: error:") and "splits.json" in err
+
+
+def test_label_table_with_wrong_column_type(dataset_copy: Path) -> None:
+    strokes = _labels(dataset_copy, "strokes")
+    index = strokes.column_names.index("is_accent")
+    _write_labels(dataset_copy, "strokes", strokes.set_column(
+        index, "is_accent", pa.array(["maybe"] * strokes.num_rows)))
+    message = _error(dataset_copy)
+    assert "strokes.parquet has columns of an unexpected type" in message
+    assert "is_accent: string, expected bool" in message
+
+
+def test_stroke_rows_for_unknown_samples(dataset_copy: Path) -> None:
+    strokes = _labels(dataset_copy, "strokes")
+    ids = strokes.column("sample_id").to_pylist()
+    ids[-1] = "ghost_sample"
+    _set_column(dataset_copy, "strokes", "sample_id", ids)
+    message = _error(dataset_copy)
+    assert "rows for unknown samples" in message and "ghost_sample" in message
+
+
+def test_repeated_stroke_index(dataset_copy: Path) -> None:
+    strokes = _labels(dataset_copy, "strokes")
+    _write_labels(dataset_copy, "strokes", pa.concat_tables([strokes.slice(0, 2),
+                                                              strokes.slice(1)]))
+    message = _error(dataset_copy)
+    first = strokes.column("sample_id")[1].as_py()
+    assert "repeated or unordered (sample_id, index)" in message and first in message
+
+
+def test_damaged_media_is_caught_before_packing(dataset_copy: Path) -> None:
+    samples = _labels(dataset_copy, "samples")
+    audio = samples.column("audio_path")[2].as_py()
+    (dataset_copy / audio).write_bytes(b"RIFF not a flac")
+    midi = next(m for m in samples.column("midi_path").to_pylist() if m)
+    (dataset_copy / midi).write_bytes(b"garbage")
+    message = _error(dataset_copy)
+    assert "audio files that are not FLAC" in message and audio in message
+    assert "MIDI files that are not MIDI" in message and midi in message
+
+
+def test_media_paths_must_stay_inside_the_dataset(dataset_copy: Path) -> None:
+    paths = _labels(dataset_copy, "samples").column("audio_path").to_pylist()
+    paths[0] = "/etc/passwd"
+    paths[1] = "../elsewhere/x.flac"
+    _set_column(dataset_copy, "samples", "audio_path", paths)
+    message = _error(dataset_copy)
+    assert "outside the dataset folder" in message
+    assert "'/etc/passwd'" in message and "'../elsewhere/x.flac'" in message
+
+
+@pytest.mark.parametrize("bad", ["nul\x00key", "esc\x1bkey", "zero\u200bwidth", "é"])
+def test_keys_outside_the_allowed_set(bad: str) -> None:
+    from sousa_wds.format import key_problem
+
+    assert key_problem(bad) is not None
+    assert key_problem("adv000_single_paradiddle_70bpm_fluidr3g_garage") is None
