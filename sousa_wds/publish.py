@@ -393,7 +393,8 @@ def upload(
         f"{len(plan.skip)} already identical, {len(plan.stale)} stale")
     with _translated(f"upload to {repo_id} stopped", token, hint=RESUME_HELP):
         _send(api, root, plan, repo_id, revision,
-              commit_message or f"Upload {len(expected)} files with sousa-wds")
+              commit_message or f"Upload {len(expected)} files with sousa-wds",
+              remote_manifest=MANIFEST in remote.files)
 
     with _translated("the upload finished, but reading it back failed", token,
                      hint=f"check later with `sousa-wds verify hf://datasets/{repo_id}`"):
@@ -561,9 +562,18 @@ def git_blob_oid(path: Path) -> str:
 
 
 def _send(api: HfApi, root: Path, plan: UploadPlan, repo_id: str, revision: str,
-          message: str) -> None:
-    """Data first through `upload_folder`, manifest.json last in its own commit."""
-    if any(f.path != MANIFEST for f in plan.add):
+          message: str, *, remote_manifest: bool) -> None:
+    """Data first through `upload_folder`, manifest.json last in its own commit.
+
+    While data changes, the remote copy must not carry an outdated manifest (readers and
+    `verify hf://` would trust it over the new shards, and a multi-commit upload can stop
+    half-way): it is deleted first, in a commit of its own.
+    """
+    data_changes = any(f.path != MANIFEST for f in plan.add)
+    if data_changes and remote_manifest and any(f.path == MANIFEST for f in plan.add):
+        api.delete_file(MANIFEST, repo_id=repo_id, repo_type=REPO_TYPE, revision=revision,
+                        commit_message=f"{message} (retire the outdated {MANIFEST})")
+    if data_changes:
         allow, ignore = upload_patterns(
             [f.path for f in (*plan.add, *plan.skip) if f.path != MANIFEST], _local_paths(root)
         )

@@ -321,3 +321,19 @@ def test_push_to_hub_stages_beside_the_dataset_and_passes_no_sharding(tmp_path, 
     assert "packed again" in done  # a pack with other options is replaced, not reused
     assert calls[0]["no_sharding"] is True and calls[0]["overwrite"] is True
     assert calls[0]["repo_id"] == REPO  # the card's snippets name the target repo
+
+
+def test_new_release_retires_the_old_manifest_before_sending_data(
+    hub, tmp_path, folder, example_dataset
+):
+    ok(upload(hub, tmp_path, folder))
+    before = len(hub.commits(REPO))
+    from sousa_wds.pack import pack
+
+    pack(example_dataset, folder, shard_size=5_000_000, overwrite=True, progress=False)
+    ok(upload(hub, tmp_path, folder, "--delete-stale", "--yes"))
+    new = hub.commits(REPO)[before:]
+    # 1: the old manifest goes, 2: the data, 3: the new manifest, 4: stale shards go
+    assert [(kind, path) for kind, path in new[0].operations] == [("deletedFile", MANIFEST)]
+    assert [op for _, op in new[2].operations] == [MANIFEST]
+    assert remote_files(hub) == local_files(folder)
