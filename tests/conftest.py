@@ -31,20 +31,20 @@ def packed(tmp_path_factory: pytest.TempPathFactory, example_dataset: Path) -> P
     return out
 
 
+def _writable_copy(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    for path in target.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)  # the generator writes labels 0600
+    return target
+
+
 @pytest.fixture
 def dataset_copy(tmp_path: Path, example_dataset: Path) -> Path:
     """A private, writable copy of the example dataset."""
-    target = tmp_path / "dataset"
-    shutil.copytree(example_dataset, target)
-    for path in target.rglob("*"):
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    return target
+    return _writable_copy(example_dataset, tmp_path / "dataset")
 
 
 @pytest.fixture
 def packed_copy(tmp_path: Path, packed: Path) -> Path:
-    target = tmp_path / "packed"
-    shutil.copytree(packed, target)
-    for path in target.rglob("*"):
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    return target
+    """A private, writable copy of the packed example."""
+    return _writable_copy(packed, tmp_path / "packed")
