@@ -40,6 +40,7 @@ from typing import Any, Literal
 import mido
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile
 
@@ -89,13 +90,34 @@ class _Packed:
             raise LoaderError(
                 f"{location.description} is sousa-wds format version {version}; this sousa-wds "
                 f"reads version {FORMAT_VERSION}. Install the sousa-wds release that wrote it.")
+        self.layout = manifest.get("layout", "shards")
+
+    def require_shards(self) -> None:
+        """Reading samples needs tar shards: the loose layout's metadata has no offsets."""
+        if self.layout == "loose":
+            raise LoaderError(
+                f"{self.location.description} uses the loose layout "
+                "(audio/{split}/{key}.flac, midi/{split}/{key}.mid): stream, SampleMap and "
+                "get_sample need shards. Pack without --no-sharding, or read the files "
+                "directly (metadata() works, its audio_filename and midi_filename columns "
+                "name them)")
+        if self.layout != "shards":
+            raise LoaderError(f"{self.location.description}: unknown layout {self.layout!r} in "
+                              f"{MANIFEST}; this sousa-wds reads the shards layout")
 
     def frame(self, split: str) -> pd.DataFrame:
         if split not in SPLITS:
             raise LoaderError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
         if split not in self._frames:
-            data = self.location.read_file(metadata_path(split))
-            self._frames[split] = pq.read_table(io.BytesIO(data)).to_pandas()
+            path = metadata_path(split)
+            data = self.location.read_file(path)
+            try:
+                self._frames[split] = pq.read_table(io.BytesIO(data)).to_pandas()
+            except (pa.ArrowException, ValueError, OSError) as exc:
+                raise LoaderError(
+                    f"{path} in {self.location.description} is not a readable Parquet file "
+                    f"({type(exc).__name__}: {exc}). Re-download it (`sousa-wds verify` checks "
+                    "every file against the manifest)") from exc
         return self._frames[split]
 
 
@@ -123,7 +145,16 @@ def _select(frame: pd.DataFrame, where: Where) -> pd.DataFrame:
             f"where={where!r} failed on the metadata: {type(exc).__name__}: {exc}. Columns: "
             f"{', '.join(frame.columns)}") from exc
     if isinstance(result, pd.DataFrame):
-        return frame[frame.index.isin(result.index)]
+        # By key, not by index label: a merge or reset_index renumbers the rows.
+        if "key" not in result.columns:
+            raise LoaderError("where= returned a DataFrame without the key column; return "
+                              "the selected metadata rows (with key) or a boolean mask")
+        return frame[frame["key"].isin(result["key"])]
+    if isinstance(result, pd.Series) and not result.index.equals(frame.index):
+        if not result.index.isin(frame.index).all() or result.index.has_duplicates:
+            raise LoaderError("where= returned a boolean Series whose index is not the "
+                              "metadata's; return a mask aligned with the metadata rows")
+        result = result.reindex(frame.index, fill_value=False)
     mask = np.asarray(result)
     if mask.dtype != bool or mask.shape != (len(frame),):
         raise LoaderError(f"where= must return a boolean mask of {len(frame)} rows or a "
@@ -416,7 +447,7 @@ def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]
         if dist is not None and dist.is_available() and dist.is_initialized():
             rank, world_size = dist.get_rank(), dist.get_world_size()
         elif "WORLD_SIZE" in os.environ:
-            rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ["WORLD_SIZE"])
+            rank, world_size = _rank_from_environment()
         else:
             rank, world_size = 0, 1
     if rank is None or world_size is None:
@@ -424,6 +455,26 @@ def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]
                           "or the RANK/WORLD_SIZE environment)")
     if world_size < 1 or not 0 <= rank < world_size:
         raise LoaderError(f"rank {rank} is not in a world of {world_size}")
+    return rank, world_size
+
+
+def _rank_from_environment() -> tuple[int, int]:
+    """RANK and WORLD_SIZE as torchrun sets them. Without RANK every process would read rank 0's
+    share (the others' samples never), so only a world of one may leave it out."""
+    text_rank, text_world = os.environ.get("RANK"), os.environ["WORLD_SIZE"]
+    try:
+        world_size = int(text_world)
+        rank = int(text_rank) if text_rank is not None else None
+    except ValueError:
+        raise LoaderError(f"RANK={text_rank!r} and WORLD_SIZE={text_world!r} in the environment "
+                          "must be integers") from None
+    if rank is None:
+        if world_size != 1:
+            raise LoaderError(
+                f"WORLD_SIZE={world_size} is set but RANK is not: every process would read rank "
+                "0's share. Set RANK too (torchrun does), initialise torch.distributed first, "
+                "or pass rank= and world_size=")
+        rank = 0
     return rank, world_size
 
 
@@ -538,19 +589,24 @@ class _Source:
             raise LoaderError(f"none of the {len(owed)} samples of this worker could be read; "
                               f"first error: {self.skipped[-len(owed)]}")
 
-    def state(self, delivered: np.ndarray | list[int] | None = None) -> dict[str, Any]:
+    def state(self, delivered: np.ndarray | list[int] | None = None,
+              pass_start: tuple[int, np.ndarray | None] | None = None) -> dict[str, Any]:
         """The resume state after `delivered` positions of the current pass (default: what this
-        process's own iteration delivered)."""
+        process's own iteration delivered). `pass_start` is (epoch, consumed) as the pass began,
+        when the caller took them then (a StreamLoader: an in-process pass that ran to its end
+        inside the last batch has already forgotten them)."""
         if delivered is None:
             delivered = self._delivered
-        epoch = self.epoch
         consumed = np.zeros(self.share, bool)
-        if self._completed and not len(delivered):
-            epoch += 1
+        if pass_start is not None:
+            epoch, before = pass_start
+        elif self._completed and not len(delivered):
+            epoch, before, delivered = self.epoch + 1, None, []
         else:
-            if self._consumed is not None:
-                consumed |= self._consumed
-            consumed[np.asarray(delivered, dtype=np.int64)] = True
+            epoch, before = self.epoch, self._consumed
+        if before is not None:
+            consumed |= before
+        consumed[np.asarray(delivered, dtype=np.int64)] = True
         return {
             "format": STATE_FORMAT,
             "version": STATE_VERSION,
@@ -651,16 +707,23 @@ class StreamLoader:
         self.dataloader = DataLoader(stream, batch_size=batch_size, num_workers=num_workers,
                                      **kwargs)
         self._batches = 0
+        # The pass in progress: its plan and (epoch, consumed) as it began. Taken once: without
+        # workers the stream runs in this process and forgets a loaded state when it reaches its
+        # end, which happens while the DataLoader fills a partial last batch, before it is handed
+        # out.
+        self._pass: tuple[EpochPlan, tuple[int, np.ndarray | None]] | None = None
 
     def __iter__(self) -> Iterator[Any]:
         source = self.stream.source
         source.begin_pass()
         self._batches = 0
+        consumed = None if source._consumed is None else source._consumed.copy()
+        self._pass = (source.plan(self.workers), (source.epoch, consumed))
         for batch in self.dataloader:
             self._batches += 1
             yield batch
         source.finish_pass()
-        self._batches = 0
+        self._pass, self._batches = None, 0
 
     def __len__(self) -> int:
         return self.stream.source.plan(self.workers).batches(self.batch_size)
@@ -674,8 +737,10 @@ class StreamLoader:
 
     def state_dict(self) -> dict[str, Any]:
         source = self.stream.source
-        delivered = source.plan(self.workers).delivered(self.batch_size, self._batches)
-        return source.state(delivered)
+        if self._pass is not None:
+            plan, start = self._pass
+            return source.state(plan.delivered(self.batch_size, self._batches), start)
+        return source.state(source.plan(self.workers).delivered(self.batch_size, self._batches))
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.stream.load_state_dict(state)
@@ -715,6 +780,7 @@ def stream(
     decoding = Decoding(decode, mono, midi, tensors)
     rank, world_size = _rank_and_world(rank, world_size)
     packed = _packed(source, token)
+    packed.require_shards()
     rows = _Rows.from_frame(_select(packed.frame(split), where))
     cfg = PlanConfig(seed, shuffle, shuffle_buffer, rank, world_size, drop_last)
     origin = _Source(_SampleReader(packed.location, rows, decoding, verify), split, cfg, on_error)
@@ -735,6 +801,7 @@ class SampleMap(Mapping[str, dict]):
                  mono: bool = False, midi: Literal["bytes", "mido"] = "bytes",
                  tensors: bool = False, token: str | bool | None = None) -> None:
         packed = _packed(source, token)
+        packed.require_shards()
         frames = [packed.frame(s) for s in ([split] if split else SPLITS)]
         self.metadata = pd.concat(frames, ignore_index=True)
         rows = _Rows.from_frame(self.metadata)

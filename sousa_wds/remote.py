@@ -14,13 +14,16 @@ How it works:
   the token), and honours HTTP(S)_PROXY/NO_PROXY. Ours on top: one httpx2 client per process (a
   forked DataLoader worker makes its own; an HttpClient holds only headers, so it pickles), the
   caller's headers (the token) on every request, no cookies, retries of transient failures, and
-  a range whose body broke off asked again from the byte where it stopped. Messages show URLs
-  without query strings or credentials; headers are never printed.
+  a range whose body broke off (or that the server capped) asked again from the byte where it
+  stopped. Messages and httpx2's request log show URLs without query strings or credentials;
+  headers are never printed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import re
 import time
@@ -107,7 +110,11 @@ class _FileRange:
         self._pos = start
 
     def read(self, n: int) -> bytes:
-        data = os.pread(self._fd, n, self._pos)
+        try:
+            data = os.pread(self._fd, n, self._pos)
+        except OSError as exc:
+            raise LoaderError(f"cannot read {self._path} at byte {self._pos}: "
+                              f"{exc.strerror or exc}") from exc
         if len(data) < n:  # a regular file returns less only at its end
             raise ShortRead(f"{self._path} ends at byte {self._pos + len(data)}, before byte "
                             f"{self._pos + n}")
@@ -159,6 +166,23 @@ def redact(url: str) -> str:
     if parts.port:
         host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+class _RedactUrls(logging.Filter):
+    """httpx2 logs every request's URL at INFO: show it without credentials or query string
+    (`http://user:pw@host/…`, signed CDN URLs), whatever level the application logs at."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(
+                isinstance(arg, httpx2.URL) for arg in record.args):
+            record.args = tuple(redact(str(arg)) if isinstance(arg, httpx2.URL) else arg
+                                for arg in record.args)
+        return True
+
+
+_httpx_log = logging.getLogger("httpx2")
+if not any(isinstance(f, _RedactUrls) for f in _httpx_log.filters):
+    _httpx_log.addFilter(_RedactUrls())
 
 
 # One httpx2 client per process (its pool and TLS context are shared by every location), made on
@@ -270,8 +294,11 @@ class _HttpRange:
                 self.close()
                 raise LoaderError(f"{redact(self._url)}: unexpected Content-Range "
                                   f"{content_range!r} for byte {self._pos}")
+            # The body may end before the requested end (servers and CDNs cap range responses):
+            # only the file's total size bounds what can be read; the rest is asked for again.
             self._body_end = int(match.group(2)) + 1
-            self._available = min(self._end, self._body_end)
+            if match.group(3) != "*":
+                self._available = min(self._end, int(match.group(3)))
         else:  # the server ignored Range: read from the start and drop what comes before
             length = response.headers.get("Content-Length")
             self._body_end = None if length is None else int(length)
@@ -312,6 +339,8 @@ class _HttpRange:
                 parts.append(chunk)
                 want -= len(chunk)
                 self._pos += len(chunk)
+                if self._pos == self._body_end:  # the rest, if any, is asked for again
+                    self._finish_body()
                 continue
             # The body ended early (connection dropped): ask again from the current byte.
             self.close()
@@ -322,12 +351,15 @@ class _HttpRange:
                                   f"{self._pos}: {error or 'empty body'}")
             time.sleep(RETRY_DELAYS_S[failures])
             failures += 1
-        if self._pos == self._body_end:
-            # Reading the body's end (no more bytes) lets httpx2 reuse the connection; closing a
-            # body before its end closes the connection.
-            next(self._chunks, b"")
-            self.close()
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _finish_body(self) -> None:
+        """Every byte of the open body was taken: read its end and close it. Reading the end (no
+        more bytes) lets httpx2 reuse the connection; closing a body before it closes the
+        connection. A failure there loses no data, so it is not an error."""
+        with contextlib.suppress(httpx2.TransportError):
+            next(self._chunks, b"")
+        self.close()
 
     def skip(self, n: int) -> None:
         if n < 0:

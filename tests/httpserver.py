@@ -8,7 +8,9 @@ What it does, and what a test can check afterwards:
 - records every request (`requests`: method, path, Range, status, body bytes sent, the
   Authorization header) and sums bytes served (`bytes_sent(prefix)`);
 - `break_next(n)` makes the next file response stop after `n` body bytes and drop the
-  connection, as a flaky network does.
+  connection, as a flaky network does;
+- `max_range=n` answers a range with at most `n` bytes (a valid shorter 206 whose
+  Content-Range says so), as servers and CDNs that cap range responses do.
 
     with FolderServer(packed_dir, token="secret") as server:
         read(server.url + "/manifest.json")
@@ -81,6 +83,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self.end_headers()
                 return 416, 0
             start, end = parsed
+            if owner.max_range is not None:
+                end = min(end, start + owner.max_range)
             status = 206
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
@@ -146,10 +150,11 @@ class FolderServer:
     """Serve `root` on 127.0.0.1 (a free port) in a background thread; a context manager."""
 
     def __init__(self, root: str | os.PathLike[str], *, token: str | None = None,
-                 ranges: bool = True) -> None:
+                 ranges: bool = True, max_range: int | None = None) -> None:
         self.root = Path(root).resolve()
         self.token = token
         self.ranges = ranges
+        self.max_range = max_range
         self._lock = threading.Condition()
         self._requests: list[Request] = []
         self._in_flight = 0

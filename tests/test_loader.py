@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import subprocess
 import sys
 import tarfile
@@ -123,6 +124,20 @@ def test_token_goes_on_every_request_and_never_into_messages(packed: Path) -> No
         assert TOKEN not in repr(sousa_wds.stream(srv.url, "train", token=TOKEN).source.__dict__)
 
 
+def test_request_log_shows_no_url_credentials_or_query(packed: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    with FolderServer(packed) as srv:
+        url = srv.url.replace("http://", "http://user:pw-s3cret@")
+        sousa_wds.metadata(url, "train")
+        from sousa_wds.remote import HttpClient
+
+        HttpClient().fetch(f"{srv.url}/manifest.json?X-Amz-Signature=sig-s3cret")
+    requests = [r.getMessage() for r in caplog.records if r.name == "httpx2"]
+    assert any("metadata/train.parquet" in m for m in requests)
+    assert not [m for m in caplog.messages if "s3cret" in m]
+
+
 def test_http_server_without_range_support_still_streams(packed: Path) -> None:
     with FolderServer(packed, ranges=False) as srv:
         assert _keys(sousa_wds.stream(srv.url, "train", decode=False, seed=2)) == _keys(
@@ -139,6 +154,22 @@ def test_a_broken_http_body_is_resumed_where_it_stopped(packed: Path, members: d
         samples = list(stream)
         assert all(s["flac"] == members[s["key"]]["flac"] for s in samples)
         assert any(r.range and not r.range.startswith("bytes=0-") for r in srv.requests)
+
+
+def test_a_server_capping_range_responses_is_read_to_the_end(packed: Path,
+                                                              members: dict) -> None:
+    """A 206 shorter than asked (Content-Range says so) is valid: ask again for the rest."""
+    cap = 256 * 1024
+    with FolderServer(packed, max_range=cap) as srv:
+        samples = list(sousa_wds.stream(srv.url, "train", decode=False, shuffle=False))
+        assert _keys(samples) == list(sousa_wds.metadata(packed, "train").key)
+        assert all(s["flac"] == members[s["key"]]["flac"] for s in samples)
+        data = [r for r in srv.requests if r.path.startswith("data/")]
+        assert max(r.bytes_sent for r in data) <= cap and len(data) > len(
+            {r.path for r in data})
+        key = samples[-1]["key"]
+        assert sousa_wds.SampleMap(srv.url, "train", decode=False)[key]["flac"] == (
+            members[key]["flac"])
 
 
 # --- where= ----------------------------------------------------------------------------------
@@ -197,6 +228,27 @@ def test_bad_where_is_an_actionable_error(packed: Path) -> None:
         sousa_wds.stream(packed, where=lambda m: 3)
 
 
+def test_where_callable_results_select_the_right_rows(packed: Path) -> None:
+    meta = sousa_wds.metadata(packed, "train")
+    fast = meta.tempo_bpm >= meta.tempo_bpm.median()
+    expected = sorted(meta.key[fast])
+    assert 0 < len(expected) < len(meta)
+
+    def selected(where) -> list[str]:
+        return sorted(_keys(sousa_wds.stream(packed, "train", where=where, decode=False)))
+
+    # A merge renumbers the rows: a returned DataFrame is matched by key, not index label.
+    picks = pd.DataFrame({"key": meta.key[fast].iloc[::-1]})
+    assert selected(lambda m: m.merge(picks, on="key")) == expected
+    # A boolean Series in another row order, or covering only some rows, is aligned by index.
+    assert selected(lambda m: fast.sample(frac=1, random_state=0)) == expected
+    assert selected(lambda m: fast[fast]) == expected
+    with pytest.raises(LoaderError, match="index"):
+        sousa_wds.stream(packed, "train", where=lambda m: fast.set_axis(fast.index + 1000))
+    with pytest.raises(LoaderError, match="key column"):
+        sousa_wds.stream(packed, "train", where=lambda m: m[["tempo_bpm"]].reset_index())
+
+
 # --- exact-once epochs -----------------------------------------------------------------------
 
 
@@ -245,6 +297,11 @@ def test_rank_and_world_come_from_the_environment(packed: Path,
     _check_epoch(seen, set(meta.key))
     with pytest.raises(LoaderError, match="rank 3"):
         sousa_wds.stream(packed, rank=3, world_size=3)
+    monkeypatch.delenv("RANK")  # every process would silently be rank 0
+    with pytest.raises(LoaderError, match="WORLD_SIZE=3 is set but RANK is not"):
+        sousa_wds.stream(packed, "train")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert sousa_wds.stream(packed, "train").num_samples == len(meta)
 
 
 def test_plan_gives_every_position_to_one_worker() -> None:
@@ -305,6 +362,36 @@ def test_resume_in_process_continues_the_epoch_twice(packed: Path) -> None:
     assert delivered[:7] == full[:7]
     assert sorted(delivered) == sorted(full)
     assert state["epoch"] == 1 and state["consumed"] == []  # a finished epoch points at the next
+
+
+def test_checkpoint_at_the_partial_last_batch_of_a_resumed_epoch(packed: Path) -> None:
+    """Without workers the stream reaches its end while the DataLoader fills a partial last
+    batch; a state saved at that batch must still count the samples of the earlier run."""
+    keys = set(sousa_wds.metadata(packed, "train").key)
+    batch = next(b for b in (3, 4, 6, 7) if len(keys) % b)  # a partial last batch
+
+    def loader():
+        ds = sousa_wds.stream(packed, "train", decode=False, seed=3, rank=0, world_size=1)
+        return ds.loader(batch, 0, collate_fn=_keys)
+
+    first = loader()
+    got: list[str] = []
+    for i, keys_of_batch in enumerate(first):
+        got += keys_of_batch
+        if i == 1:
+            state = first.state_dict()
+            break
+    resumed = loader()
+    resumed.load_state_dict(state)
+    for keys_of_batch in resumed:
+        got += keys_of_batch
+        state = resumed.state_dict()  # checkpoint after every batch, the last one included
+    assert sorted(got) == sorted(keys)
+    assert state["epoch"] == 0 and state["consumed"] == [[0, len(keys)]]
+    again = loader()
+    again.load_state_dict(state)
+    assert list(again) == []  # nothing of the finished epoch is replayed
+    assert again.state_dict()["epoch"] == 1
 
 
 @pytest.mark.parametrize("workers_after", [2, 1])
@@ -438,6 +525,36 @@ def test_skip_replaces_bad_samples_and_counts_them(packed_copy: Path) -> None:
     assert len(ds.skipped) == 1 and key in ds.skipped[0]
 
 
+def test_read_errors_are_named_and_skippable(packed: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import sousa_wds.remote as remote
+
+    real_pread, calls = remote.os.pread, []
+
+    def failing_pread(fd: int, n: int, offset: int) -> bytes:
+        calls.append(offset)
+        if len(calls) == 3:  # one sample's member: an I/O error of the disk or network mount
+            raise OSError(errno.EIO, "Input/output error")
+        return real_pread(fd, n, offset)
+
+    monkeypatch.setattr(remote.os, "pread", failing_pread)
+    with pytest.raises(LoaderError, match=r"data/.*\.tar.*sample .*Input/output error"):
+        list(sousa_wds.stream(packed, "train", decode=False, shuffle=False))
+    calls.clear()
+    ds = sousa_wds.stream(packed, "train", decode=False, shuffle=False, on_error="skip")
+    samples = list(ds)
+    assert len(samples) == len(sousa_wds.metadata(packed, "train"))
+    assert len(ds.skipped) == 1 and "Input/output error" in ds.skipped[0]
+
+
+def test_corrupt_metadata_names_the_file(packed_copy: Path) -> None:
+    (packed_copy / "metadata" / "train.parquet").write_bytes(b"PAR1 not really parquet PAR1")
+    with pytest.raises(LoaderError, match=r"metadata/train\.parquet in .*not a readable Parquet"):
+        sousa_wds.stream(packed_copy, "train")
+
+
 @pytest.mark.parametrize("remote", [False, True])
 def test_truncated_shard_error_names_shard_and_key(packed_copy: Path, remote: bool) -> None:
     meta = sousa_wds.metadata(packed_copy, "train")
@@ -467,6 +584,20 @@ def test_bad_sources_say_what_is_expected(tmp_path: Path, packed: Path) -> None:
         sousa_wds.metadata(packed, "val")
     with pytest.raises(LoaderError, match="hf://datasets"):
         sousa_wds.metadata("hf://models/user/name")
+
+
+def test_loose_layout_is_refused_with_what_to_do(example_dataset: Path, tmp_path: Path) -> None:
+    from sousa_wds.pack import pack
+
+    loose = tmp_path / "loose"
+    pack(example_dataset, loose, workers=1, progress=False, no_sharding=True)
+    meta = sousa_wds.metadata(loose, "train")  # the metadata alone still reads
+    key = meta.key.iloc[0]
+    for attempt in (lambda: list(sousa_wds.stream(loose, "train")),
+                    lambda: sousa_wds.SampleMap(loose, "train"),
+                    lambda: sousa_wds.get_sample(loose, key)):
+        with pytest.raises(LoaderError, match="loose layout.*--no-sharding"):
+            attempt()
 
 
 def test_cli_get_and_stream(packed: Path, tmp_path: Path, members: dict,
