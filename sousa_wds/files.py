@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 HASH_CHUNK = 1 << 20  # 1 MiB reads: large enough to keep hashlib at full speed.
 
@@ -59,9 +60,14 @@ def write_json_atomic(final: Path, data: object) -> None:
     write_bytes_atomic(final, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
 
-def file_sha256(path: Path) -> str:
+def stream_sha256(fh: BinaryIO) -> str:
+    """sha256 of everything left to read in `fh` (a local or a remote file)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(HASH_CHUNK), b""):
-            digest.update(chunk)
+    for chunk in iter(lambda: fh.read(HASH_CHUNK), b""):
+        digest.update(chunk)
     return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return stream_sha256(fh)

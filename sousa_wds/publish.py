@@ -37,7 +37,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from .errors import SousaWdsError, UploadError, VerifyError
-from .files import HASH_CHUNK, file_sha256
+from .files import HASH_CHUNK, stream_sha256
 from .format import (
     FORMAT_FOLDERS,
     HUB_MAX_FILE_BYTES,
@@ -47,7 +47,7 @@ from .format import (
     SPLITS,
 )
 from .units import human_bytes
-from .verify import VerifyReport, load_manifest
+from .verify import VerifyReport, load_manifest, local_file_problems
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
@@ -437,23 +437,7 @@ def manifest_specs(where: str, manifest: dict, raw: bytes) -> tuple[list[FileSpe
 
 def check_local(root: Path, expected: Sequence[FileSpec], *, deep: bool) -> list[str]:
     """Problems between the folder and its manifest: paths, sizes, and with `deep` sha256."""
-    problems = []
-    for spec in expected:
-        parts = PurePosixPath(spec.path).parts
-        if spec.path.startswith("/") or ".." in parts or "\\" in spec.path:
-            problems.append(f"{spec.path}: not a relative path inside the folder")
-            continue
-        path = root / spec.path
-        try:
-            size = path.stat().st_size
-        except OSError:
-            problems.append(f"{spec.path}: missing")
-            continue
-        if size != spec.size:
-            problems.append(f"{spec.path}: {size} bytes, manifest says {spec.size}")
-        elif deep and file_sha256(path) != spec.sha256:
-            problems.append(f"{spec.path}: sha256 differs from the manifest")
-    return problems
+    return local_file_problems(root, [(f.path, f.size, f.sha256) for f in expected], deep=deep)
 
 
 def resolve_token(explicit: str | None) -> tuple[str | None, str]:
@@ -627,11 +611,8 @@ def verify_state(
 
 
 def _served_sha256(fs: Any, repo_id: str, commit: str, path: str) -> str:
-    digest = hashlib.sha256()
     with fs.open(f"datasets/{repo_id}@{commit}/{path}", "rb", block_size=0) as fh:
-        for chunk in iter(lambda: fh.read(HASH_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return stream_sha256(fh)
 
 
 def parse_hf_target(target: str) -> tuple[str, str]:

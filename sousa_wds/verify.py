@@ -20,7 +20,7 @@ import tarfile
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -89,21 +89,37 @@ def load_manifest(root: Path) -> dict:
     return manifest
 
 
-def check_files(root: Path, manifest: dict, report: VerifyReport, *, deep: bool) -> None:
-    """Presence, size and (deep) sha256 of every manifest file; extra files in our folders."""
-    listed = {f["path"] for f in manifest["files"]}
-    for entry in manifest["files"]:
-        path = root / entry["path"]
-        try:
-            size = path.stat().st_size
-        except OSError:
-            report.add(f"{entry['path']}: missing")
+def local_file_problems(
+    root: Path, entries: Iterable[tuple[str, int, str]], *, deep: bool
+) -> list[str]:
+    """Each (path, bytes, sha256) the manifest lists, checked in `root`: a relative path
+    inside the folder, present, that size and, with `deep`, that sha256."""
+    problems = []
+    for rel, size, sha256 in entries:
+        if rel.startswith("/") or ".." in PurePosixPath(rel).parts or "\\" in rel:
+            problems.append(f"{rel}: not a relative path inside the folder")
             continue
-        report.files += 1
-        if size != entry["bytes"]:
-            report.add(f"{entry['path']}: {size} bytes, manifest says {entry['bytes']}")
-        elif deep and file_sha256(path) != entry["sha256"]:
-            report.add(f"{entry['path']}: sha256 differs from the manifest (content changed)")
+        path = root / rel
+        try:
+            actual = path.stat().st_size
+        except OSError:
+            problems.append(f"{rel}: missing")
+            continue
+        if actual != size:
+            problems.append(f"{rel}: {actual} bytes, manifest says {size}")
+        elif deep and file_sha256(path) != sha256:
+            problems.append(f"{rel}: sha256 differs from the manifest (content changed)")
+    return problems
+
+
+def check_files(root: Path, manifest: dict, report: VerifyReport, *, deep: bool) -> None:
+    """Every manifest file (see local_file_problems); extra files in our folders."""
+    entries = [(f["path"], f["bytes"], f["sha256"]) for f in manifest["files"]]
+    problems = local_file_problems(root, entries, deep=deep)
+    report.files = len(entries) - sum(p.endswith(": missing") for p in problems)
+    for problem in problems:
+        report.add(problem)
+    listed = {rel for rel, _, _ in entries}
     for folder in FORMAT_FOLDERS:
         for dirpath, _dirs, files in os.walk(root / folder):
             for name in files:
