@@ -22,7 +22,7 @@ from .format import (
     loose_audio_path,
     loose_midi_path,
 )
-from .shards import flac_facts
+from .shards import flac_facts, read_media
 from .source import SourceSample
 
 # Files besides media: card, manifest, and per split metadata + 2 label tables + index.
@@ -52,8 +52,8 @@ def write_loose(
     """
     rows = []
     for sample in samples:
-        flac = (source_root / PurePosixPath(sample.audio_path)).read_bytes()
-        midi = (source_root / PurePosixPath(sample.midi_path)).read_bytes()
+        flac = read_media(source_root, sample.audio_path)
+        midi = read_media(source_root, sample.midi_path)
         audio_rel = loose_audio_path(sample.split, sample.key)
         midi_rel = loose_midi_path(sample.split, sample.key)
         _place(out / audio_rel, flac)

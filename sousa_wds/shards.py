@@ -154,7 +154,8 @@ _datasync = getattr(os, "fdatasync", os.fsync)  # fdatasync is POSIX-only (not m
 COPY_BUFSIZE = 64 << 20  # larger than any FLAC member: tarfile copies each in one piece
 
 
-def _read(root: str, rel: str) -> bytes:
+def read_media(root: str | Path, rel: str) -> bytes:
+    """A media file's bytes; a failure names the file and how to continue."""
     path = Path(root, PurePosixPath(rel))
     try:
         return path.read_bytes()
@@ -191,8 +192,8 @@ def write_shard(
             pending: Future[str] | None = None
             with ThreadPoolExecutor(max_workers=1) as hasher:
                 for index, (sample, record) in enumerate(zip(task.samples, records)):
-                    flac = _read(task.source_root, sample.audio_path)
-                    midi = _read(task.source_root, sample.midi_path)
+                    flac = read_media(task.source_root, sample.audio_path)
+                    midi = read_media(task.source_root, sample.midi_path)
                     facts = flac_facts(
                         flac, Path(task.source_root, PurePosixPath(sample.audio_path)))
                     payload = {"flac": flac, "json": encode_record(record), "mid": midi}
