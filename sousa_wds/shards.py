@@ -21,7 +21,6 @@ import queue
 import tarfile
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -187,28 +186,19 @@ def write_shard(
             tar = writer.tarstream = tarfile.open(  # noqa: SIM115 (closed by writer.close)
                 fileobj=sink, mode="w:", copybufsize=COPY_BUFSIZE)
             records = task.records.to_pylist()
-            # Each FLAC's own sha256 is computed on a third thread while the next sample is
-            # read; at most one FLAC waits for it, so memory stays bounded.
-            pending: Future[str] | None = None
-            with ThreadPoolExecutor(max_workers=1) as hasher:
-                for index, (sample, record) in enumerate(zip(task.samples, records)):
-                    flac = read_media(task.source_root, sample.audio_path)
-                    midi = read_media(task.source_root, sample.midi_path)
-                    facts = flac_facts(
-                        flac, Path(task.source_root, PurePosixPath(sample.audio_path)))
-                    payload = {"flac": flac, "json": encode_record(record), "mid": midi}
-                    start = tar.offset
-                    writer.write({"__key__": sample.key, **payload})
-                    row = _locate(tar, start, payload)
-                    row.update(key=sample.key, index_in_shard=index, **facts)
-                    if pending is not None:
-                        rows[-1]["flac_sha256"] = pending.result()
-                    pending = hasher.submit(_sha256_hex, flac)
-                    rows.append(row)
-                    if progress is not None:
-                        progress(1, len(flac) + len(midi))
-                if pending is not None:
-                    rows[-1]["flac_sha256"] = pending.result()
+            for index, (sample, record) in enumerate(zip(task.samples, records)):
+                flac = read_media(task.source_root, sample.audio_path)
+                midi = read_media(task.source_root, sample.midi_path)
+                facts = flac_facts(flac, Path(task.source_root, PurePosixPath(sample.audio_path)))
+                payload = {"flac": flac, "json": encode_record(record), "mid": midi}
+                start = tar.offset
+                writer.write({"__key__": sample.key, **payload})
+                row = _locate(tar, start, payload)
+                row.update(key=sample.key, index_in_shard=index,
+                           flac_sha256=hashlib.sha256(flac).hexdigest(), **facts)
+                rows.append(row)
+                if progress is not None:
+                    progress(1, len(flac) + len(midi))
             writer.close()
             sink.close()
         replace_durably(temp, final)
@@ -216,10 +206,6 @@ def write_shard(
         temp.unlink(missing_ok=True)
         raise
     return ShardResult(task.name, task.path, sink.bytes, sink.sha256.hexdigest(), tuple(rows))
-
-
-def _sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _header_bytes(tar: tarfile.TarFile, info: tarfile.TarInfo) -> int:
