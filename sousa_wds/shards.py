@@ -3,13 +3,14 @@
 How it works:
 - `webdataset.TarWriter` writes each sample as one key group (members sorted by extension)
   with a fixed integer mtime, owner and mode, so the same plan gives the same bytes.
-- The tar goes to a temporary name through a hashing wrapper; the shard's sha256 is known the
-  moment the last block is written, without reading the file again. Only then is it renamed
-  to its final name, so a shard that exists under its final name is complete.
+- The tar goes to a temporary name through a hashing wrapper whose thread hashes and writes
+  while the main thread reads the next sample; the shard's sha256 is known the moment the last
+  block is written, without reading the file again. Only then is it renamed to its final
+  name, so a shard that exists under its final name is complete.
 - Member data offsets are computed from the tar stream's position and each header's length,
   and recorded with sizes, the FLAC's sha256 and its STREAMINFO facts: the metadata rows that
   let a reader fetch one sample with one range request.
-Exactly one sample's media is in memory at a time.
+One sample's media is read at a time; the writer thread holds at most a few queued blocks.
 """
 
 from __future__ import annotations
