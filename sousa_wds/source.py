@@ -240,7 +240,12 @@ def _read_table(
     if parquet is None:
         return None
     try:
-        return conform(parquet.read(columns=list(columns)), columns)
+        # Batch by batch: the input's string flavour is cast away without holding the file's
+        # table and its converted copy at once.
+        batches = [conform(batch, columns) for batch in
+                   parquet.iter_batches(batch_size=STREAM_BATCH_ROWS, columns=list(columns))]
+        schema = pa.schema([pa.field(n, t) for n, t in columns.items()])
+        return pa.Table.from_batches(batches, schema=schema)
     except (OSError, pa.ArrowException) as exc:
         problems.add(
             f"{path} has values that do not fit their column type",
@@ -430,7 +435,9 @@ def _build(
     order = {name: i for i, name in enumerate(SPLITS)}
     samples.sort(key=lambda s: (order[s.split], s.key))
     label_table = labels.select(list(LABEL_COLUMNS))
-    warnings = _unlisted_files(root, set(cols["audio_path"]) | set(group_midi.values()))
+    listed = set(cols["audio_path"])
+    listed.update(group_midi.values())
+    warnings = _unlisted_files(root, listed)
     return SourceDataset(root, tuple(samples), label_table, tuple(warnings))
 
 
