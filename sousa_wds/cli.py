@@ -8,7 +8,9 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+from .card import DEFAULT_REPO_ID
 from .errors import SousaWdsError
+from .plan import DEFAULT_SEED
 from .units import human_bytes
 
 
@@ -177,8 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="target shard size: bytes or with a unit, e.g. 500MB, 1GB (default 1GB)")
     p.add_argument("--max-samples-per-shard", type=int, default=None,
                    help="also cut a shard after this many samples")
-    p.add_argument("--seed", type=int, default=1234,
-                   help="seed of the within-split shuffle (default 1234)")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                   help=f"seed of the within-split shuffle (default {DEFAULT_SEED})")
     p.add_argument("--order", choices=("shuffle", "sorted"), default="shuffle",
                    help="sample order within a split: seeded shuffle (default) or sample_id order")
     p.add_argument("--workers", type=int, default=None,
@@ -190,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-sharding", action="store_true",
                    help="write loose audio/ and midi/ files instead of shards (small sets only: "
                    "refused beyond the Hub's 100k files per repo / 10k per folder)")
-    p.add_argument("--repo-id", default="USER/SOUSA",
+    p.add_argument("--repo-id", default=DEFAULT_REPO_ID,
                    help="Hub repo id used in the dataset card's code snippets")
     p.add_argument("--license", default="other",
                    help="license tag for the dataset card (default: other)")

@@ -40,7 +40,7 @@ def test_truncated_shard(packed_copy: Path) -> None:
     shard.write_bytes(shard.read_bytes()[:5000])
     text = str(verify(packed_copy))
     assert "data/train-00001.tar: 5000 bytes, manifest says" in text
-    assert "data/train-00001.tar" in text and "not a readable tar" in text or "key" in text
+    assert "data/train-00001.tar: not a readable tar" in text and "after key " in text
 
 
 def test_missing_shard(packed_copy: Path) -> None:
