@@ -23,11 +23,11 @@ from pathlib import Path
 
 from sousa_wds.errors import SousaWdsError
 from sousa_wds.format import CARD, MANIFEST
+from sousa_wds.io import parse_size
 from sousa_wds.pack import STATE_DIR, ResumeMismatch, pack
 from sousa_wds.plan import DEFAULT_SEED
 from sousa_wds.publish import upload
 from sousa_wds.source import read_dataset
-from sousa_wds.units import parse_size
 from sousa_wds.verify import verify
 
 STAGING_SUFFIX = ".hf_staging"  # beside DATASET, never inside it: pack reads DATASET whole

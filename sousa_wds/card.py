@@ -21,7 +21,7 @@ from .format import (
     labels_path,
     metadata_path,
 )
-from .units import human_bytes
+from .io import human_bytes
 
 DEFAULT_REPO_ID = "USER/SOUSA"
 

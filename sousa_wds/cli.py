@@ -10,8 +10,8 @@ from collections.abc import Callable, Sequence
 
 from .card import DEFAULT_REPO_ID
 from .errors import SousaWdsError
+from .io import human_bytes
 from .plan import DEFAULT_SEED
-from .units import human_bytes
 
 
 def _without_torch() -> None:
@@ -71,8 +71,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _cmd_pack(args: argparse.Namespace) -> int:
     _without_torch()
+    from .io import parse_size
     from .pack import pack
-    from .units import parse_size
 
     summary = pack(
         args.dataset,

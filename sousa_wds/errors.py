@@ -1,11 +1,24 @@
-"""Exceptions that carry an actionable message; the CLI prints them as one line."""
+"""Every exception sousa-wds raises, and the one collector that lists many problems at once.
+
+Each message says what is wrong, where (a file, a URL, a key) and how to fix it; the CLI prints
+it as it is, with a non-zero exit code. Classes also derive from the standard library's own
+(a missing file is a `FileNotFoundError`, a bad value a `ValueError`), so callers can catch
+either family.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+# How many culprits one message lists before it says "and N more".
+MAX_LISTED = 20
 
 
 class SousaWdsError(Exception):
     """Base class: the message says what is wrong, where, and how to fix it."""
 
 
-class DatasetError(SousaWdsError):
+class DatasetError(SousaWdsError, ValueError):
     """The SOUSA source dataset is missing, unreadable or inconsistent."""
 
 
@@ -17,9 +30,48 @@ class VerifyError(SousaWdsError):
     """A packed folder or remote copy does not match its manifest."""
 
 
+class ManifestError(VerifyError, ValueError):
+    """`manifest.json` is unreadable, of another format version, or has a bad field."""
+
+
 class UploadError(SousaWdsError):
     """Publishing to the Hub cannot proceed (login, limits, remote state)."""
 
 
 class LoaderError(SousaWdsError):
     """A consumer-side read failed (source, shard, sample)."""
+
+
+class MissingFile(LoaderError, FileNotFoundError):
+    """A file the pack should hold is absent at the source (local folder, mirror, Hub)."""
+
+
+def listing(items: Iterable[str], *, indent: str = "    ", limit: int = MAX_LISTED) -> str:
+    """Items one per line, at most `limit` of them, then "... and N more"."""
+    items = list(items)
+    lines = [f"\n{indent}{item}" for item in items[:limit]]
+    if len(items) > limit:
+        lines.append(f"\n{indent}... and {len(items) - limit} more")
+    return "".join(lines)
+
+
+class Problems:
+    """Collects every problem of a run so the user can fix them all in one go."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.messages)
+
+    def add(self, what: str, items: Iterable[str], fix: str) -> None:
+        """One problem: `what` is wrong for each of `items`; `fix` says what to do."""
+        items = list(items)
+        if items:
+            self.messages.append(f"{what} ({len(items)}):{listing(items)}\n  fix: {fix}")
+
+    def raise_if_any(self, error: type[SousaWdsError], subject: str) -> None:
+        """Raise `error` saying `subject` (e.g. "DIR is not a valid SOUSA dataset") and why."""
+        if self.messages:
+            body = "\n".join(f"- {m}" for m in self.messages)
+            raise error(f"{subject}:\n{body}")

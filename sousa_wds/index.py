@@ -22,7 +22,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .files import atomic_path, file_sha256, replace_durably, temp_sibling, write_json_atomic
 from .format import (
     FORMAT_VERSION,
     LABEL_COLUMNS,
@@ -31,10 +30,20 @@ from .format import (
     MANIFEST,
     METADATA_SCHEMA,
     SPLITS,
+    FileEntry,
+    Manifest,
     conform,
     index_path,
     labels_path,
     metadata_path,
+)
+from .io import (
+    atomic_path,
+    file_sha256,
+    replace_durably,
+    temp_sibling,
+    write_bytes_atomic,
+    write_json_atomic,
 )
 from .shards import ShardResult
 from .source import SourceDataset, SourceSample, stream_parquet
@@ -191,29 +200,25 @@ def write_metadata(
 def build_manifest(
     out: Path, paths: Sequence[str], known_sha256: dict[str, str], *, layout: str,
     fingerprint: str, options: dict, splits: dict[str, dict],
-) -> dict:
+) -> Manifest:
     """The manifest: format, options, per-split counts and every file with size and sha256.
 
     Shards' hashes come from the writer (`known_sha256`), so 100 GB is not read twice.
     """
-    files = []
-    for rel in sorted(paths):
-        path = out / rel
-        files.append({
-            "path": rel,
-            "bytes": path.stat().st_size,
-            "sha256": known_sha256.get(rel) or file_sha256(path),
-        })
-    return {
+    files = tuple(
+        FileEntry(rel, (out / rel).stat().st_size, known_sha256.get(rel) or file_sha256(out / rel))
+        for rel in sorted(paths)
+    )
+    return Manifest.from_dict({
         "format": "sousa-wds",
         "format_version": FORMAT_VERSION,
         "layout": layout,
         "source_fingerprint": fingerprint,
         "options": options,
         "splits": splits,
-        "files": files,
-    }
+        "files": [f.to_dict() for f in files],
+    }, str(out / MANIFEST))
 
 
-def write_manifest(out: Path, manifest: dict) -> None:
-    write_json_atomic(out / MANIFEST, manifest)
+def write_manifest(out: Path, manifest: Manifest) -> None:
+    write_bytes_atomic(out / MANIFEST, manifest.to_json())

@@ -44,9 +44,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile
 
-from .errors import LoaderError
-from .format import FORMAT_VERSION, MANIFEST, MEMBERS, SPLITS, metadata_path
-from .remote import Location, MissingFile, open_location
+from .errors import LoaderError, MissingFile
+from .format import MANIFEST, MEMBERS, SPLITS, Manifest, metadata_path
+from .remote import Location, open_location
 
 log = logging.getLogger("sousa_wds")
 
@@ -75,22 +75,14 @@ class _Packed:
         self.location = location
         self._frames: dict[str, pd.DataFrame] = {}
         try:
-            manifest = json.loads(location.read_file(MANIFEST))
+            raw = location.read_file(MANIFEST)
         except MissingFile as exc:
             raise LoaderError(
                 f"{location.description} has no {MANIFEST}: it is not a finished sousa-wds pack "
                 "(point at the folder `sousa-wds pack` wrote; an interrupted pack finishes "
                 "with --resume)") from exc
-        except ValueError as exc:
-            raise LoaderError(f"{location.description}: {MANIFEST} is not JSON ({exc})") from exc
-        if manifest.get("format") != "sousa-wds":
-            raise LoaderError(f"{location.description}: {MANIFEST} is not a sousa-wds manifest")
-        version = manifest.get("format_version")
-        if version != FORMAT_VERSION:
-            raise LoaderError(
-                f"{location.description} is sousa-wds format version {version}; this sousa-wds "
-                f"reads version {FORMAT_VERSION}. Install the sousa-wds release that wrote it.")
-        self.layout = manifest.get("layout", "shards")
+        manifest = Manifest.from_json(raw, f"{location.description}: {MANIFEST}")
+        self.layout = manifest.layout
 
     def require_shards(self) -> None:
         """Reading samples needs tar shards: the loose layout's metadata has no offsets."""

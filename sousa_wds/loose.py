@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from .errors import PackError
-from .files import write_bytes_atomic
 from .format import (
     HUB_MAX_FILES,
     HUB_MAX_FILES_PER_FOLDER,
@@ -22,6 +21,7 @@ from .format import (
     loose_audio_path,
     loose_midi_path,
 )
+from .io import write_bytes_atomic
 from .shards import flac_facts, read_media
 from .source import SourceSample
 

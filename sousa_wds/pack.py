@@ -29,7 +29,6 @@ from pathlib import Path
 from . import __version__
 from .card import DEFAULT_REPO_ID, render_card
 from .errors import PackError
-from .files import write_bytes_atomic, write_json_atomic
 from .format import (
     CARD,
     FORMAT_FOLDERS,
@@ -49,6 +48,7 @@ from .index import (
     write_manifest,
     write_metadata,
 )
+from .io import write_bytes_atomic, write_json_atomic
 from .loose import check_loose_limits, write_loose
 from .plan import DEFAULT_SEED, DEFAULT_SHARD_SIZE, PackPlan, order_split, plan_shards
 from .shards import ShardResult, ShardTask, write_shard
@@ -175,8 +175,8 @@ def pack(
         out=out,
         samples=plan.num_samples,
         shards=sum(shard_counts.values()),
-        files=len(manifest["files"]) + 1,
-        bytes=sum(f["bytes"] for f in manifest["files"]),
+        files=len(manifest.files) + 1,
+        bytes=sum(f.bytes for f in manifest.files),
         seconds=time.perf_counter() - started,
         reused_shards=len(finished),
     )

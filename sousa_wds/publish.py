@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import glob
 import hashlib
-import json
 import os
 import posixpath
 import sys
@@ -37,16 +36,15 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from .errors import SousaWdsError, UploadError, VerifyError
-from .files import HASH_CHUNK, stream_sha256
 from .format import (
     FORMAT_FOLDERS,
     HUB_MAX_FILE_BYTES,
     HUB_MAX_FILES,
     HUB_MAX_FILES_PER_FOLDER,
     MANIFEST,
-    SPLITS,
+    Manifest,
 )
-from .units import human_bytes
+from .io import HASH_CHUNK, human_bytes, stream_sha256
 from .verify import VerifyReport, load_manifest, local_file_problems
 
 if TYPE_CHECKING:
@@ -420,19 +418,15 @@ def upload(
 
 def expected_files(root: Path) -> tuple[list[FileSpec], int]:
     """What the local manifest promises (see `manifest_specs`) and its sample count."""
-    manifest = load_manifest(root)
-    return manifest_specs(str(root), manifest, (root / MANIFEST).read_bytes())
+    return manifest_specs(load_manifest(root), (root / MANIFEST).read_bytes())
 
 
-def manifest_specs(where: str, manifest: dict, raw: bytes) -> tuple[list[FileSpec], int]:
+def manifest_specs(manifest: Manifest, raw: bytes) -> tuple[list[FileSpec], int]:
     """The manifest's files, then manifest.json itself (hashed from `raw`, its bytes: it cannot
-    list itself), and the number of samples; a `VerifyError` if it is not a sousa-wds one."""
-    try:
-        specs = [FileSpec(f["path"], f["bytes"], f["sha256"]) for f in manifest["files"]]
-        samples = sum(manifest["splits"][s]["samples"] for s in SPLITS)
-    except (KeyError, TypeError) as exc:
-        raise VerifyError(f"{where}: {MANIFEST} is not a sousa-wds manifest ({exc!r})") from None
-    return specs + [FileSpec(MANIFEST, len(raw), hashlib.sha256(raw).hexdigest())], samples
+    list itself), and the number of samples."""
+    specs = [FileSpec(f.path, f.bytes, f.sha256) for f in manifest.files]
+    own = FileSpec(MANIFEST, len(raw), hashlib.sha256(raw).hexdigest())
+    return [*specs, own], manifest.samples
 
 
 def check_local(root: Path, expected: Sequence[FileSpec], *, deep: bool) -> list[str]:
@@ -651,11 +645,7 @@ def verify_remote(target: str, *, token: str | None = None, deep: bool = False) 
                               "that did not finish (rerun `sousa-wds upload` to complete it)")
         fs = HfFileSystem(token=api.token, skip_instance_cache=True)
         raw = fs.cat_file(f"datasets/{repo_id}@{remote.commit}/{MANIFEST}")
-        try:
-            manifest = json.loads(raw)
-        except ValueError as exc:
-            raise VerifyError(f"{target}: {MANIFEST} is not JSON ({exc})") from None
-        expected, samples = manifest_specs(target, manifest, raw)
+        expected, samples = manifest_specs(Manifest.from_json(raw, f"{target}/{MANIFEST}"), raw)
         report = verify_state(api, repo_id, remote, expected, deep=deep)
     report.samples = samples
     for entry in stale_files((f.path for f in expected), remote.files):

@@ -36,7 +36,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 import httpx2
 
 from . import __version__
-from .errors import LoaderError
+from .errors import LoaderError, MissingFile
 
 DEFAULT_HUB_ENDPOINT = "https://huggingface.co"
 USER_AGENT = f"sousa-wds/{__version__}"
@@ -59,10 +59,6 @@ HTTP_RUN_GAP = 2 * 1024 * 1024
 READ_CHUNK = 1 << 20
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-
-
-class MissingFile(LoaderError):
-    """A file of the dataset does not exist at the location (HTTP 404, no such local file)."""
 
 
 class ShortRead(LoaderError):

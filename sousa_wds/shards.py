@@ -30,7 +30,6 @@ import pyarrow as pa
 import soundfile
 
 from .errors import PackError
-from .files import replace_durably, temp_sibling
 from .format import (
     MEMBERS,
     TAR_GROUP,
@@ -40,6 +39,7 @@ from .format import (
     encode_record,
     tar_padded,
 )
+from .io import replace_durably, temp_sibling
 from .source import SourceSample
 
 

@@ -29,8 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .errors import DatasetError
-from .files import file_sha256
+from .errors import MAX_LISTED, DatasetError, Problems
 from .format import (
     EXERCISE_COLUMNS,
     LABEL_COLUMNS,
@@ -42,9 +41,8 @@ from .format import (
     conform,
     key_problem,
 )
+from .io import file_sha256
 
-# How many offending rows or files one message lists before it says "and N more".
-MAX_LISTED = 20
 STREAM_BATCH_ROWS = 65_536  # stroke rows checked per batch: a few MB of two columns
 STREAM_BUFFER_BYTES = 1 << 20
 # What a media file starts with; checked here so a damaged file stops the run before
@@ -126,26 +124,6 @@ class SourceDataset:
         }
 
 
-class _Problems:
-    """Collects every problem of a run so the user fixes them all in one go."""
-
-    def __init__(self) -> None:
-        self.messages: list[str] = []
-
-    def add(self, what: str, items: list[str], fix: str) -> None:
-        if not items:
-            return
-        shown = items[:MAX_LISTED]
-        more = f"\n    ... and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else ""
-        listing = "".join(f"\n    {item}" for item in shown)
-        self.messages.append(f"{what} ({len(items)}):{listing}{more}\n  fix: {fix}")
-
-    def raise_if_any(self, root: Path) -> None:
-        if self.messages:
-            body = "\n".join(f"- {m}" for m in self.messages)
-            raise DatasetError(f"{root} is not a valid SOUSA dataset:\n{body}")
-
-
 def read_dataset(root: str | os.PathLike) -> SourceDataset:
     """Read and validate the dataset at `root`; raise DatasetError listing every problem."""
     root = Path(root).absolute()
@@ -154,7 +132,7 @@ def read_dataset(root: str | os.PathLike) -> SourceDataset:
             f"{root}: no such folder. Point at the folder the SOUSA generator wrote "
             "(the one holding audio/, midi/, labels/ and splits.json)."
         )
-    problems = _Problems()
+    problems = Problems()
     missing = [
         str(p)
         for p in [root / "labels" / f"{n}.parquet" for n in LABEL_FILES] + [root / "splits.json"]
@@ -165,7 +143,7 @@ def read_dataset(root: str | os.PathLike) -> SourceDataset:
         missing,
         "regenerate the dataset or copy the complete labels/ folder and splits.json",
     )
-    problems.raise_if_any(root)
+    problems.raise_if_any(DatasetError, f"{root} is not a valid SOUSA dataset")
 
     samples = _read_table(root, "samples", SAMPLE_COLUMNS, problems)
     exercises = _read_table(root, "exercises", EXERCISE_COLUMNS, problems)
@@ -174,11 +152,11 @@ def read_dataset(root: str | os.PathLike) -> SourceDataset:
         for table, columns in LABEL_TABLE_COLUMNS.items()
     }
     splits = _read_splits(root / "splits.json", problems)
-    problems.raise_if_any(root)
+    problems.raise_if_any(DatasetError, f"{root} is not a valid SOUSA dataset")
     assert samples is not None and exercises is not None and splits is not None
 
     labels = _join_labels(root, samples, exercises, problems)
-    problems.raise_if_any(root)
+    problems.raise_if_any(DatasetError, f"{root} is not a valid SOUSA dataset")
     for table, parquet in label_files.items():
         assert parquet is not None
         _check_label_rows(parquet, root / "labels" / f"{table}.parquet",
@@ -196,7 +174,7 @@ def stream_parquet(path: Path) -> pq.ParquetFile:
 
 
 def _open_parquet(
-    path: Path, columns: dict[str, pa.DataType], problems: _Problems
+    path: Path, columns: dict[str, pa.DataType], problems: Problems
 ) -> pq.ParquetFile | None:
     """Open `path` and check it has `columns` with types that convert to the canonical ones.
 
@@ -233,7 +211,7 @@ def _open_parquet(
 
 
 def _read_table(
-    root: Path, name: str, columns: dict[str, pa.DataType], problems: _Problems
+    root: Path, name: str, columns: dict[str, pa.DataType], problems: Problems
 ) -> pa.Table | None:
     path = root / "labels" / f"{name}.parquet"
     parquet = _open_parquet(path, columns, problems)
@@ -256,7 +234,7 @@ def _read_table(
 
 
 def _check_label_rows(
-    parquet: pq.ParquetFile, path: Path, sample_ids: pa.ChunkedArray, problems: _Problems
+    parquet: pq.ParquetFile, path: Path, sample_ids: pa.ChunkedArray, problems: Problems
 ) -> None:
     """Stroke/measure rows must belong to known samples, once per (sample_id, index).
 
@@ -301,7 +279,7 @@ def _check_label_rows(
     )
 
 
-def _read_splits(path: Path, problems: _Problems) -> dict[str, str] | None:
+def _read_splits(path: Path, problems: Problems) -> dict[str, str] | None:
     """Map profile_id → output split name."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -334,7 +312,7 @@ def _read_splits(path: Path, problems: _Problems) -> dict[str, str] | None:
 
 
 def _join_labels(
-    root: Path, samples: pa.Table, exercises: pa.Table, problems: _Problems
+    root: Path, samples: pa.Table, exercises: pa.Table, problems: Problems
 ) -> pa.Table:
     """One row per sample: the sample columns, then its exercise scores."""
     ids = samples.column("sample_id").to_pylist()
@@ -384,7 +362,7 @@ def _duplicates(values: list) -> list[str]:
 
 
 def _build(
-    root: Path, labels: pa.Table, split_of: dict[str, str], problems: _Problems
+    root: Path, labels: pa.Table, split_of: dict[str, str], problems: Problems
 ) -> SourceDataset:
     cols = {
         name: labels.column(name).to_pylist()
@@ -430,7 +408,7 @@ def _build(
             SourceSample(key, split_of[profile], row, audio, midi, audio_size, midi_size)
         )
     probe.report(problems)
-    problems.raise_if_any(root)
+    problems.raise_if_any(DatasetError, f"{root} is not a valid SOUSA dataset")
 
     order = {name: i for i, name in enumerate(SPLITS)}
     samples.sort(key=lambda s: (order[s.split], s.key))
@@ -477,7 +455,7 @@ class _MediaProbe:
         self._seen[rel] = result
         return result
 
-    def report(self, problems: _Problems) -> None:
+    def report(self, problems: Problems) -> None:
         problems.add(
             "media paths outside the dataset folder (absolute or with '..')",
             self.outside,

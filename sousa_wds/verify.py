@@ -26,8 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import VerifyError
-from .files import file_sha256
-from .format import FORMAT_FOLDERS, MANIFEST, MEMBERS, SPLITS, index_path, metadata_path
+from .format import FORMAT_FOLDERS, MANIFEST, MEMBERS, SPLITS, Manifest, index_path, metadata_path
+from .io import file_sha256
 
 MAX_REPORTED = 50
 # The metadata columns verify compares; reading only these keeps 100k rows cheap.
@@ -66,27 +66,18 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-def load_manifest(root: Path) -> dict:
+def load_manifest(root: Path) -> Manifest:
     path = root / MANIFEST
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise VerifyError(
             f"{path} is missing: {root} is not a finished sousa-wds pack (an interrupted pack "
             "continues with `sousa-wds pack --resume`)"
         ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except OSError as exc:
         raise VerifyError(f"{path} is unreadable ({exc}); pack again with --overwrite") from exc
-    files = manifest.get("files") if isinstance(manifest, dict) else None
-    if (
-        not isinstance(manifest, dict)
-        or manifest.get("format") != "sousa-wds"
-        or not isinstance(files, list)
-        or not all(isinstance(f, dict) and {"path", "bytes", "sha256"} <= f.keys() for f in files)
-    ):
-        raise VerifyError(f"{path} is not a sousa-wds manifest (format, files with path, bytes "
-                          "and sha256); pack again with --overwrite")
-    return manifest
+    return Manifest.from_json(raw, str(path))
 
 
 def local_file_problems(
@@ -112,9 +103,9 @@ def local_file_problems(
     return problems
 
 
-def check_files(root: Path, manifest: dict, report: VerifyReport, *, deep: bool) -> None:
+def check_files(root: Path, manifest: Manifest, report: VerifyReport, *, deep: bool) -> None:
     """Every manifest file (see local_file_problems); extra files in our folders."""
-    entries = [(f["path"], f["bytes"], f["sha256"]) for f in manifest["files"]]
+    entries = [(f.path, f.bytes, f.sha256) for f in manifest.files]
     problems = local_file_problems(root, entries, deep=deep)
     report.files = len(entries) - sum(p.endswith(": missing") for p in problems)
     for problem in problems:
@@ -138,7 +129,7 @@ def verify(
     manifest = load_manifest(root)
     report = VerifyReport(str(root), deep=deep)
     check_files(root, manifest, report, deep=deep)
-    sizes = {f["path"]: f["bytes"] for f in manifest["files"]}
+    sizes = {f.path: f.bytes for f in manifest.files}
     seen: Counter[str] = Counter()
     for split in SPLITS:
         meta_file = root / metadata_path(split)
@@ -149,13 +140,14 @@ def verify(
         except (OSError, pa.ArrowException) as exc:
             report.add(f"{metadata_path(split)}: unreadable ({str(exc).splitlines()[0]})")
             continue
-        expected = manifest.get("splits", {}).get(split, {}).get("samples")
-        if expected is None:
+        counts = manifest.splits.get(split)
+        if counts is None:
             report.add(f"{MANIFEST}: no sample count for split {split}")
-        elif len(rows) != expected:
-            report.add(f"{metadata_path(split)}: {len(rows)} rows, manifest says {expected}")
+        elif len(rows) != counts.samples:
+            report.add(f"{metadata_path(split)}: {len(rows)} rows, manifest says "
+                       f"{counts.samples}")
         seen.update(r["key"] for r in rows)
-        if manifest.get("layout", "shards") == "loose":
+        if manifest.layout == "loose":
             _check_loose(root, rows, report, deep=deep)
             continue
         by_shard: dict[str, list[dict]] = {}

@@ -21,10 +21,10 @@ from sousa_wds import loose
 from sousa_wds.cli import main
 from sousa_wds.errors import PackError
 from sousa_wds.format import LABEL_COLUMNS, MANIFEST, METADATA_SCHEMA, SPLITS, encode_record
+from sousa_wds.io import parse_size
 from sousa_wds.pack import STATE_DIR, pack
 from sousa_wds.plan import plan_shards
 from sousa_wds.source import read_dataset
-from sousa_wds.units import parse_size
 
 from .conftest import SHARD_SIZE
 
@@ -367,7 +367,7 @@ def test_resume_rewrites_shards_whose_samples_changed(
     pack(example_dataset, out, max_samples_per_shard=2, workers=1, progress=False)
     # Turn the finished pack back into an interrupted one whose first result lies about keys.
     import sousa_wds.pack as pack_module
-    from sousa_wds.files import write_json_atomic
+    from sousa_wds.io import write_json_atomic
     from sousa_wds.pack import STATE_DIR as state_dir
 
     plan = plan_shards(read_dataset(example_dataset).samples, max_samples_per_shard=2)

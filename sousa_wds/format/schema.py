@@ -1,116 +1,19 @@
-"""The rules of the sousa-wds format, defined once.
+"""Column schemas of the sousa-wds format and the JSON encoding of {key}.json.
 
-Everything that names a file, a tar member, a column or a split imports it from here, and
-`docs/format.md` describes the same rules for users. Changing anything here is a format change:
-bump FORMAT_VERSION and say so in the docs.
+Input files vary (large_string under pandas 3, string under pandas 2, the arrow null type for
+columns that happen to be all null); output always uses the canonical types here, so every split
+and every release has one schema.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-
-FORMAT_VERSION = 1
-
-# Output split names, in the order every listing uses; the generator's names map onto them.
-SPLITS: tuple[str, ...] = ("train", "validation", "test")
-SOURCE_SPLIT_FIELDS: dict[str, str] = {
-    "train": "train_profile_ids",
-    "validation": "val_profile_ids",
-    "test": "test_profile_ids",
-}
-
-# One WebDataset key group per sample: {key}.flac, {key}.mid, {key}.json.
-# TarWriter writes members sorted by extension, so this is also their order inside the tar.
-MEMBERS: tuple[str, ...] = ("flac", "json", "mid")
-
-# Fixed tar header fields: an integer mtime keeps tarfile from adding a PAX header per member
-# (a float mtime does), and fixed owner/mode make the bytes independent of who packs.
-TAR_MTIME = 0
-TAR_USER = "sousa"
-TAR_GROUP = "sousa"
-TAR_MODE = 0o444
-TAR_BLOCK = 512  # tar stores everything in 512-byte blocks
-
-
-def tar_padded(size: int) -> int:
-    """Bytes a member of `size` bytes of data occupies in a tar, padding included."""
-    return -(-size // TAR_BLOCK) * TAR_BLOCK
-
-
-MANIFEST = "manifest.json"
-# Top-level folders a pack writes and readers glob (the card's data_files, the loader): a file
-# there that the manifest does not list would be read as data.
-FORMAT_FOLDERS: tuple[str, ...] = ("data", "metadata", "labels", "index", "audio", "midi")
-CARD = "README.md"
-LABEL_TABLES: tuple[str, ...] = ("strokes", "measures")
-
-# Hugging Face Hub limits (its documented guidance): beyond these, commits fail or crawl.
-HUB_MAX_FILES = 100_000
-HUB_MAX_FILES_PER_FOLDER = 10_000
-HUB_MAX_FILE_BYTES = 50 * 10**9
-
-# Keys are SOUSA sample ids: ASCII letters, digits, '_' and '-'. Anything else either breaks
-# WebDataset's name splitting ('.', '/') or tar member names (NUL, control characters), or
-# makes URLs and shell use fragile.
-_KEY = re.compile(r"[A-Za-z0-9_-]+")
-_BAD_KEY_CHAR = re.compile(r"[^A-Za-z0-9_-]")
-
-
-def shard_name(split: str, index: int) -> str:
-    return f"{split}-{index:05d}.tar"
-
-
-def shard_path(split: str, index: int) -> str:
-    return f"data/{shard_name(split, index)}"
-
-
-def metadata_path(split: str) -> str:
-    return f"metadata/{split}.parquet"
-
-
-def labels_path(table: str, split: str) -> str:
-    return f"labels/{table}/{split}.parquet"
-
-
-def index_path(split: str) -> str:
-    return f"index/{split}.json"
-
-
-def loose_audio_path(split: str, key: str) -> str:
-    return f"audio/{split}/{key}.flac"
-
-
-def loose_midi_path(split: str, key: str) -> str:
-    return f"midi/{split}/{key}.mid"
-
-
-def key_problem(key: object) -> str | None:
-    """Why `key` cannot be a WebDataset key, or None when it can.
-
-    WebDataset splits a member name at the first dot of its basename, so a dot, a slash or
-    whitespace would silently produce a different sample on read; the allowed set is the
-    one SOUSA ids use.
-    """
-    if not isinstance(key, str) or key == "":
-        return "is empty"
-    if _KEY.fullmatch(key):
-        return None
-    bad = _BAD_KEY_CHAR.search(key)
-    assert bad is not None
-    return f"contains {bad.group()!r}"
-
-
-# --- Column schemas --------------------------------------------------------------------------
-# The canonical output type of every input label column. Input files vary (large_string under
-# pandas 3, string under pandas 2, the arrow null type for columns that happen to be all null);
-# output always uses these, so every split and every release has one schema.
 
 SAMPLE_COLUMNS: dict[str, pa.DataType] = {
     "sample_id": pa.string(),
@@ -280,3 +183,19 @@ def encode_record(record: Mapping[str, Any]) -> bytes:
     clean = {k: json_safe(v) for k, v in record.items()}
     return json.dumps(clean, sort_keys=True, allow_nan=False, separators=(",", ":"),
                       ensure_ascii=False).encode("utf-8")
+
+__all__ = [
+    "SAMPLE_COLUMNS",
+    "EXERCISE_COLUMNS",
+    "MEASURE_COLUMNS",
+    "STROKE_COLUMNS",
+    "LABEL_TABLE_COLUMNS",
+    "SOURCE_ONLY_COLUMNS",
+    "LABEL_COLUMNS",
+    "LOCATION_COLUMNS",
+    "METADATA_SCHEMA",
+    "castable",
+    "conform",
+    "json_safe",
+    "encode_record",
+]

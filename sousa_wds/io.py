@@ -1,7 +1,9 @@
-"""Small file helpers every writer shares: atomic replacement and hashing.
+"""File and byte helpers every stage shares: atomic durable writes, hashing, byte sizes.
 
 A file appears under its final name only when complete (temporary sibling, fsync, rename), so
-an interrupted run never leaves a file that looks finished.
+an interrupted run never leaves a file that looks finished. Sizes are read and shown in decimal
+units, as the Hub and disk vendors count (`--shard-size 500MB` in, `1.2 GB` out); binary ones
+(KiB, MiB, GiB) are accepted.
 """
 
 from __future__ import annotations
@@ -9,10 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+
+from .errors import PackError
 
 HASH_CHUNK = 1 << 20  # 1 MiB reads: large enough to keep hashlib at full speed.
 
@@ -71,3 +76,31 @@ def stream_sha256(fh: BinaryIO) -> str:
 def file_sha256(path: Path) -> str:
     with open(path, "rb") as fh:
         return stream_sha256(fh)
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
+          "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+
+
+def parse_size(text: str | int) -> int:
+    """'500MB', '1GB', '1.5GiB' or a byte count → bytes (decimal units, as the Hub counts)."""
+    if isinstance(text, int):
+        value = text
+    else:
+        match = _SIZE.match(text)
+        if not match:
+            raise PackError(
+                f"cannot read size {text!r}: use bytes or a unit, e.g. 500MB or 1GB")
+        unit = (match.group(2) or "").lower().removesuffix("b")
+        value = int(float(match.group(1)) * _UNITS[unit])
+    if value <= 0:
+        raise PackError(f"shard size must be positive, got {text!r}")
+    return value
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")

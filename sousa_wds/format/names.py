@@ -1,0 +1,127 @@
+"""Names and paths of the sousa-wds format: splits, members, files, keys, tar headers.
+
+Every path a pack writes or a reader opens is built here. Changing anything here is a format
+change: bump FORMAT_VERSION and say so in docs/format.md.
+"""
+
+from __future__ import annotations
+
+import re
+
+FORMAT_VERSION = 1
+
+# Output split names, in the order every listing uses; the generator's names map onto them.
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+SOURCE_SPLIT_FIELDS: dict[str, str] = {
+    "train": "train_profile_ids",
+    "validation": "val_profile_ids",
+    "test": "test_profile_ids",
+}
+
+# One WebDataset key group per sample: {key}.flac, {key}.mid, {key}.json.
+# TarWriter writes members sorted by extension, so this is also their order inside the tar.
+MEMBERS: tuple[str, ...] = ("flac", "json", "mid")
+
+# Fixed tar header fields: an integer mtime keeps tarfile from adding a PAX header per member
+# (a float mtime does), and fixed owner/mode make the bytes independent of who packs.
+TAR_MTIME = 0
+TAR_USER = "sousa"
+TAR_GROUP = "sousa"
+TAR_MODE = 0o444
+TAR_BLOCK = 512  # tar stores everything in 512-byte blocks
+
+
+def tar_padded(size: int) -> int:
+    """Bytes a member of `size` bytes of data occupies in a tar, padding included."""
+    return -(-size // TAR_BLOCK) * TAR_BLOCK
+
+
+MANIFEST = "manifest.json"
+# Top-level folders a pack writes and readers glob (the card's data_files, the loader): a file
+# there that the manifest does not list would be read as data.
+FORMAT_FOLDERS: tuple[str, ...] = ("data", "metadata", "labels", "index", "audio", "midi")
+CARD = "README.md"
+LABEL_TABLES: tuple[str, ...] = ("strokes", "measures")
+
+# Hugging Face Hub limits (its documented guidance): beyond these, commits fail or crawl.
+HUB_MAX_FILES = 100_000
+HUB_MAX_FILES_PER_FOLDER = 10_000
+HUB_MAX_FILE_BYTES = 50 * 10**9
+
+# Keys are SOUSA sample ids: ASCII letters, digits, '_' and '-'. Anything else either breaks
+# WebDataset's name splitting ('.', '/') or tar member names (NUL, control characters), or
+# makes URLs and shell use fragile.
+_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_BAD_KEY_CHAR = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def shard_name(split: str, index: int) -> str:
+    return f"{split}-{index:05d}.tar"
+
+
+def shard_path(split: str, index: int) -> str:
+    return f"data/{shard_name(split, index)}"
+
+
+def metadata_path(split: str) -> str:
+    return f"metadata/{split}.parquet"
+
+
+def labels_path(table: str, split: str) -> str:
+    return f"labels/{table}/{split}.parquet"
+
+
+def index_path(split: str) -> str:
+    return f"index/{split}.json"
+
+
+def loose_audio_path(split: str, key: str) -> str:
+    return f"audio/{split}/{key}.flac"
+
+
+def loose_midi_path(split: str, key: str) -> str:
+    return f"midi/{split}/{key}.mid"
+
+
+def key_problem(key: object) -> str | None:
+    """Why `key` cannot be a WebDataset key, or None when it can.
+
+    WebDataset splits a member name at the first dot of its basename, so a dot, a slash or
+    whitespace would silently produce a different sample on read; the allowed set is the
+    one SOUSA ids use.
+    """
+    if not isinstance(key, str) or key == "":
+        return "is empty"
+    if _KEY.fullmatch(key):
+        return None
+    bad = _BAD_KEY_CHAR.search(key)
+    assert bad is not None
+    return f"contains {bad.group()!r}"
+
+__all__ = [
+    "FORMAT_VERSION",
+    "SPLITS",
+    "SOURCE_SPLIT_FIELDS",
+    "MEMBERS",
+    "TAR_MTIME",
+    "TAR_USER",
+    "TAR_GROUP",
+    "TAR_MODE",
+    "TAR_BLOCK",
+    "tar_padded",
+    "MANIFEST",
+    "FORMAT_FOLDERS",
+    "CARD",
+    "LABEL_TABLES",
+    "HUB_MAX_FILES",
+    "HUB_MAX_FILES_PER_FOLDER",
+    "HUB_MAX_FILE_BYTES",
+    "shard_name",
+    "shard_path",
+    "metadata_path",
+    "labels_path",
+    "index_path",
+    "loose_audio_path",
+    "loose_midi_path",
+    "key_problem",
+]
