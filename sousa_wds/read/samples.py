@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import soundfile
 
-from ..errors import IntegrityError, LoaderError
+from ..errors import IntegrityError, LoaderError, ShortRead
 from ..format import MEMBERS, TAR_BLOCK
 from .location import Location
 
@@ -224,7 +224,7 @@ class SampleReader:
 
     def error(self, row: int, exc: Exception) -> LoaderError:
         shard = self.rows.shards[self.rows.shard[row]]
-        cls = IntegrityError if isinstance(exc, IntegrityError) else LoaderError
+        cls = type(exc) if isinstance(exc, (IntegrityError, ShortRead)) else LoaderError
         return cls(f"{shard} in {self.location.description}, sample {self.rows.keys[row]}: "
                    f"{exc}. {BAD_SHARD_HINT}")
 
