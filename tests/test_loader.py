@@ -632,3 +632,24 @@ def test_import_stays_light() -> None:
             "if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_stream_is_a_webdataset_pipeline_users_extend(packed: Path) -> None:
+    import torch
+    import webdataset as wds
+
+    meta = sousa_wds.metadata(packed, "validation")
+    ds = sousa_wds.stream(packed, "validation", shuffle=False)
+    assert isinstance(ds, wds.DataPipeline) and isinstance(ds, torch.utils.data.IterableDataset)
+    pairs = list(ds.map(lambda s: {**s, "frames": s["audio"].shape[1]}).to_tuple("key", "frames"))
+    assert pairs == list(zip(meta.key, meta.num_frames))
+    batches = list(ds.to_tuple("key", "sample_rate").batched(4))
+    assert [len(keys) for keys, _ in batches] == [4] * (len(meta) // 4) + (
+        [len(meta) % 4] if len(meta) % 4 else [])
+    assert [k for keys, _ in batches for k in keys] == meta.key.tolist()
+    assert all(list(rates) == [44100] * len(rates) for _, rates in batches)
+    train = sousa_wds.stream(packed, "train", seed=2, decode=False)
+    keys = train.map(lambda s: s["key"])  # a copy that shares the epoch with `train`
+    first = list(keys)
+    train.set_epoch(1)
+    assert list(keys) == _keys(train) != first

@@ -122,7 +122,7 @@ def _dataset(repo_id: str | None, source: Any, revision: str | None,
         if "@" in target.rpartition("/")[2]:
             raise LoaderError(f"{target} already names a revision; drop revision={revision!r}")
         target = f"{target}@{revision}"
-    cache_key = (target, token)
+    cache_key = (target, token, os.environ.get("HF_ENDPOINT"))  # the Hub it means may change
     with _lock:
         if cache_key not in _datasets:
             _datasets[cache_key] = packed(target, token)

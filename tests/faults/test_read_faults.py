@@ -5,7 +5,6 @@ Each test names the fault it injects and asserts the named error or the exact-on
 
 from __future__ import annotations
 
-import hashlib
 import io
 import re
 import subprocess
@@ -15,8 +14,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 import sousa_wds
@@ -25,39 +22,13 @@ from sousa_wds.errors import HttpError, IntegrityError, LoaderError, QueryError,
 from sousa_wds.read import http, samples
 from sousa_wds.read.samples import header_problem
 
+from .craft import add_member_hashes, member_bytes, rewrite_metadata
 from .faultserver import Fault, FaultServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 # --- helpers: rewrite a packed copy -----------------------------------------------------------
-
-
-def _rewrite_metadata(folder: Path, split: str, change) -> None:
-    path = folder / "metadata" / f"{split}.parquet"
-    table = pq.read_table(path)
-    frame = change(table.to_pandas())
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
-
-
-def add_member_hashes(folder: Path) -> None:
-    """FORMAT_VERSION 2 columns (json_sha256, mid_sha256), computed from the shard bytes when
-    the pack that wrote `folder` predates them."""
-    for split in ("train", "validation", "test"):
-        def change(frame):
-            for ext in ("json", "mid"):
-                if f"{ext}_sha256" not in frame.columns:
-                    frame[f"{ext}_sha256"] = [
-                        hashlib.sha256(_member_bytes(folder, row, ext)).hexdigest()
-                        for row in frame.itertuples()]
-            return frame
-        _rewrite_metadata(folder, split, change)
-
-
-def _member_bytes(folder: Path, row, ext: str) -> bytes:
-    with open(folder / row.shard_path, "rb") as fh:
-        fh.seek(getattr(row, f"{ext}_offset"))
-        return fh.read(getattr(row, f"{ext}_size"))
 
 
 def _patch(path: Path, offset: int, data: bytes) -> None:
@@ -147,7 +118,7 @@ def test_where_refusals_name_the_token(packed: Path, query: str, named: str) -> 
 def _change_member(folder: Path, split: str, ext: str) -> str:
     """Change one byte inside a member of the split's first sample (same length); its key."""
     row = next(sousa_wds.metadata(folder, split).itertuples())
-    data = _member_bytes(folder, row, ext)
+    data = member_bytes(folder, row, ext)
     at = data.index(b"0") if ext == "json" else len(data) // 2  # a digit of a score
     changed = b"1" if ext == "json" else bytes([data[at] ^ 0x01])
     _patch(folder / row.shard_path, getattr(row, f"{ext}_offset") + at, changed)
@@ -276,7 +247,7 @@ def test_get_out_never_writes_outside_the_folder(packed_copy: Path, tmp_path: Pa
     for ext in ("flac", "json", "mid"):  # a hostile mirror: tar names and metadata agree
         _rename_member(packed_copy / row.shard_path, int(getattr(row, f"{ext}_offset")),
                        f"{evil}.{ext}")
-    _rewrite_metadata(packed_copy, "test",
+    rewrite_metadata(packed_copy, "test",
                       lambda f: f.assign(key=f.key.where(f.key != row.key, evil)))
     out = tmp_path / "a" / "b" / "out"
     assert main(["get", str(packed_copy), evil, "--out", str(out)]) == 1
@@ -332,7 +303,7 @@ def _pax_sized_copy(packed: Path, target: Path, split: str) -> None:
             frame[f"{ext}_offset"] = [offsets[(s, f"{k}.{ext}")]
                                       for s, k in zip(frame.shard_path, frame.key)]
         return frame
-    _rewrite_metadata(target, split, change)
+    rewrite_metadata(target, split, change)
 
 
 def test_members_with_a_pax_size_are_streamed(packed: Path, tmp_path: Path,
@@ -382,7 +353,7 @@ except Exception as exc:
 
 def test_a_member_claiming_1_5_gb_is_a_named_error(packed_copy: Path) -> None:
     key = sousa_wds.metadata(packed_copy, "test").key.iloc[0]
-    _rewrite_metadata(packed_copy, "test", lambda f: f.assign(
+    rewrite_metadata(packed_copy, "test", lambda f: f.assign(
         flac_size=np.where(f.key == key, 1_500_000_000, f.flac_size)))
     result = subprocess.run([sys.executable, "-c", CLAIM, str(packed_copy), key],
                             capture_output=True, text=True, cwd=ROOT, timeout=120)
