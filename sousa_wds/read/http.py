@@ -25,6 +25,7 @@ import logging
 import os
 import random
 import re
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
@@ -95,9 +96,16 @@ if not any(isinstance(f, _RedactUrls) for f in _httpx_log.filters):
 # first use in each process: a forked DataLoader worker must not use its parent's sockets, and
 # drops the inherited client without closing it (those sockets are still the parent's).
 _shared: tuple[int, httpx2.Client] | None = None
+_shared_lock = threading.Lock()  # threads of one process share one client
 
 
 def _session() -> httpx2.Client:
+    global _shared
+    with _shared_lock:
+        return _client()
+
+
+def _client() -> httpx2.Client:
     global _shared
     if _shared is None or _shared[0] != os.getpid():
         # No cookie is ever stored: credentials come only from a caller's own headers, never
@@ -193,21 +201,25 @@ class HttpClient:
             time.sleep(pause)
 
     def fetch(self, url: str) -> bytes:
-        """The whole body of `url`, resumed by range where it broke off."""
+        """The whole body of `url`; a body that breaks off is resumed by range where it broke."""
         response = self.get(url)
+        length = response.headers.get("Content-Length", "")
+        parts: list[bytes] = []
         try:
-            return response.read()
+            parts.extend(response.iter_raw())
         except httpx2.TransportError as exc:
-            length = response.headers.get("Content-Length", "")
             if not length.isdigit():
                 raise LoaderError(f"{redact(url)}: download broke off: {exc}") from exc
         finally:
             response.close()
-        reader = _HttpRange(self, url, 0, int(length))
-        try:
-            return reader.read(int(length))
-        finally:
-            reader.close()
+        got = sum(map(len, parts))
+        if length.isdigit() and got < int(length):
+            reader = _HttpRange(self, url, got, int(length))
+            try:
+                parts.append(reader.read(int(length) - got))
+            finally:
+                reader.close()
+        return b"".join(parts)
 
 
 def _status_error(response: httpx2.Response, tries: int, asked: float | None) -> LoaderError:

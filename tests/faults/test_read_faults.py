@@ -173,6 +173,20 @@ def test_retry_after_is_honoured(packed: Path, faulty: FaultServer, sleeps: list
     assert len(sleeps) == 2 and 7 <= sleeps[0] <= 7.7 and 2 <= sleeps[1] <= 2.2
 
 
+def test_a_small_file_that_breaks_off_is_resumed(packed: Path, faulty: FaultServer,
+                                                 sleeps: list[float]) -> None:
+    faulty.clear()
+    faulty.add("metadata/", Fault("fin", after=1000), Fault("fin", after=3000),
+               Fault("reset", after=2000))
+    remote = sousa_wds.metadata(faulty.url, "validation")
+    assert remote.equals(sousa_wds.metadata(packed, "validation"))
+    size = (packed / "metadata" / "validation.parquet").stat().st_size
+    ranges = [r.range for r in faulty.requests if r.path.startswith("metadata/")]
+    assert ranges[:3] == [None, f"bytes=1000-{size - 1}", f"bytes=4000-{size - 1}"]
+    # After an RST the client keeps what it received before it (at most 2000 bytes more).
+    assert len(ranges) == 4 and 4000 <= int(ranges[3][6:].split("-")[0]) <= 6000
+
+
 def test_backoff_grows_with_jitter_and_the_budget_is_configurable(
         faulty: FaultServer, sleeps: list[float], monkeypatch: pytest.MonkeyPatch) -> None:
     faulty.clear()
