@@ -1,0 +1,13 @@
+"""Restore a SOUSA dataset folder, in the generator's own layout, from a packed dataset.
+
+- `plan`: pure: source order, the generator's paths, one MIDI per augmentation group, the
+  path-safety rule for keys and slugs.
+- `access`: where the pack is read (location, selection, verified copies of label files).
+- `labels`: labels/*.parquet, splits.json and index.json.
+- `run`: `extract()`: staging, resume, streaming shard by shard, atomic writes, progress.
+See docs/extract.md.
+"""
+
+from .run import ExtractProgress, ExtractSummary, extract
+
+__all__ = ["ExtractProgress", "ExtractSummary", "extract"]
