@@ -9,7 +9,7 @@ How it works:
 - `fetch` copies one file of the pack (a label table) into DIR's staging folder by byte range,
   in pieces, checked against the manifest's size and sha256; a staged copy that already
   matches is kept, so a rerun does not download it again.
-The first two are the only uses of the reader's non-public names in `sousa_wds.extract`.
+The first two are the only uses of the reader's non-public names in `sousa_wds.restore`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Restore a SOUSA dataset folder, in the generator's own layout, from a packed dataset.
+"""`extract`: restore a SOUSA dataset folder, in the generator's own layout, from a pack.
+
+`sousa_wds.extract` is this package's `extract`; the package has its own name so that importing
+it never rebinds `sousa_wds.extract` to a module.
 
 - `plan`: pure: source order, the generator's paths, one MIDI per augmentation group, the
   path-safety rule for keys and slugs.
