@@ -28,6 +28,7 @@ from typing import Any
 
 import pandas as pd
 
+from .. import metadata, stream  # the public reader API: its selection and checks apply
 from ..errors import ExtractError
 from ..format import LABEL_TABLE_COLUMNS, SPLITS, labels_path
 from ..io import file_sha256, write_bytes_atomic
@@ -90,11 +91,16 @@ def extract(
     if manifest.layout != "shards":
         raise ExtractError(f"{location.description} uses the {manifest.layout!r} layout; extract "
                            "reads tar shards (pack without --no-sharding)")
+    selected = {s: access.select(metadata(location, s), where) for s in splits}
+    # Names are checked, and an empty selection refused, before DIR is touched.
+    if not plan_extract(selected).samples:
+        raise ExtractError(f"no sample of {location.description} ({', '.join(splits)}) matches "
+                           f"where={where!r}; nothing to extract")
     staging = out / STAGING
     staged = {(table, s): access.fetch(location, manifest, labels_path(table, s),
                                        staging / labels_path(table, s))
               for s in splits for table in LABEL_TABLE_COLUMNS}
-    frames = _selected(location, splits, where, staged)
+    frames = {s: _in_source_order(selected[s], s, staged) for s in splits}
     plan = plan_extract(frames)
     writer = _MediaWriter(out, plan, progress)
     for s in splits:
@@ -115,24 +121,16 @@ def _splits(split: str | None) -> tuple[str, ...]:
     return (split,)
 
 
-def _selected(location: Any, splits: tuple[str, ...], where: Any,
-              staged: dict[tuple[str, str], Path]) -> dict[str, pd.DataFrame]:
-    """Each split's selected metadata rows, in the generator's order (see `plan`)."""
-    from .. import metadata
-
-    frames = {}
-    for s in splits:
-        frame = access.select(metadata(location, s), where)
-        order = source_order(ids for table in LABEL_TABLE_COLUMNS
-                             for ids in label_ids(staged[table, s]))
-        frames[s] = restore_order(frame, order).reset_index(drop=True)
-    return frames
+def _in_source_order(frame: pd.DataFrame, split: str,
+                     staged: dict[tuple[str, str], Path]) -> pd.DataFrame:
+    """`frame`'s rows in the generator's order, read off the split's label rows (see `plan`)."""
+    order = source_order(ids for table in LABEL_TABLE_COLUMNS
+                         for ids in label_ids(staged[table, split]))
+    return restore_order(frame, order).reset_index(drop=True)
 
 
 def _stream(location: Any, split: str, keys: set[str]) -> Any:
     """The samples `keys` of `split`, raw, in shard order, one at a time."""
-    from .. import stream
-
     return stream(location, split, where=lambda frame: frame["key"].isin(keys), decode=False,
                   shuffle=False, rank=0, world_size=1)
 
