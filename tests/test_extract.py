@@ -194,21 +194,18 @@ def test_an_interrupted_extract_resumes_reusing_complete_files(
     assert again.written == 0 and again.bytes_written == 0
 
 
-def _publish_metadata(pack_dir: Path, split: str, column: str, value: str) -> None:
-    """Change one metadata value and re-list the file in the manifest, as a hostile or broken
-    publisher would: the pack stays consistent with its manifest."""
-    path = pack_dir / metadata_path(split)
-    table = pq.read_table(path)
-    values = table.column(column).to_pylist()
-    values[0] = value
-    table = table.set_column(table.schema.get_field_index(column), column,
-                             pa.array(values, pa.string()))
-    pq.write_table(table, path)
-    manifest = Manifest.from_json((pack_dir / MANIFEST).read_bytes())
+def _publish_metadata(pack_dir: Path, split: str, column: str, values: list[str]) -> None:
+    """Set (or add) a metadata column and re-list the file in the manifest, as a hostile or
+    broken publisher would: the pack stays consistent with its manifest."""
     rel = metadata_path(split)
-    data = path.read_bytes()
-    files = tuple(FileEntry(rel, len(data), hashlib.sha256(data).hexdigest()) if f.path == rel
-                  else f for f in manifest.files)
+    table = pq.read_table(pack_dir / rel)
+    if column in table.column_names:
+        table = table.drop_columns([column])
+    pq.write_table(table.append_column(column, pa.array(values, pa.string())), pack_dir / rel)
+    data = (pack_dir / rel).read_bytes()
+    manifest = Manifest.from_json((pack_dir / MANIFEST).read_bytes())
+    files = [FileEntry(rel, len(data), hashlib.sha256(data).hexdigest()) if f.path == rel
+             else f for f in manifest.files]
     (pack_dir / MANIFEST).write_bytes(
         Manifest.from_dict(manifest.to_dict() | {"files": [f.to_dict() for f in files]})
         .to_json())
@@ -220,7 +217,8 @@ def _publish_metadata(pack_dir: Path, split: str, column: str, value: str) -> No
 ])
 def test_keys_or_slugs_that_leave_dir_are_refused_before_writing(
         packed_copy: Path, tmp_path: Path, column: str, value: str) -> None:
-    _publish_metadata(packed_copy, "train", column, value)
+    values = sousa_wds.metadata(packed_copy, "train")[column].tolist()
+    _publish_metadata(packed_copy, "train", column, [value, *values[1:]])
     before = sorted(tmp_path.rglob("*"))
     with pytest.raises(ExtractError, match="cannot be file names under DIR") as info:
         sousa_wds.extract(packed_copy, tmp_path / "out" / "dir")
@@ -237,6 +235,20 @@ def test_a_damaged_member_is_never_written(packed_copy: Path, tmp_path: Path) ->
     with pytest.raises(ExtractError, match=f"sample {row.key} "):
         sousa_wds.extract(packed_copy, tmp_path / "out", split="test")
     assert not (tmp_path / "out" / "audio" / row.rudiment_slug / f"{row.key}.flac").exists()
+
+
+def test_mid_sha256_when_the_pack_has_it_is_checked(packed_copy: Path, tmp_path: Path) -> None:
+    meta = sousa_wds.metadata(packed_copy, "test")
+    digests = []
+    for row in meta.itertuples():
+        with open(packed_copy / row.shard_path, "rb") as shard:
+            shard.seek(row.mid_offset)
+            digests.append(hashlib.sha256(shard.read(row.mid_size)).hexdigest())
+    _publish_metadata(packed_copy, "test", "mid_sha256", digests)
+    sousa_wds.extract(packed_copy, tmp_path / "good", split="test")
+    _publish_metadata(packed_copy, "test", "mid_sha256", ["0" * 64] + digests[1:])
+    with pytest.raises(ExtractError, match=f"sample {meta.key.iloc[0]} .*.mid member"):
+        sousa_wds.extract(packed_copy, tmp_path / "bad", split="test")
 
 
 def test_group_members_with_different_midi_keep_their_own_file() -> None:
