@@ -251,6 +251,26 @@ def test_mid_sha256_when_the_pack_has_it_is_checked(packed_copy: Path, tmp_path:
         sousa_wds.extract(packed_copy, tmp_path / "bad", split="test")
 
 
+def test_a_sample_the_stream_does_not_deliver_fails_the_run(
+        packed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sousa_wds.restore import run
+
+    real = run.stream
+    monkeypatch.setattr(run, "stream", lambda *a, **k: list(real(*a, **k))[1:])
+    with pytest.raises(ExtractError, match="did not deliver every selected sample"):
+        sousa_wds.extract(packed, tmp_path / "out", split="validation")
+    assert not (tmp_path / "out" / "labels").exists()
+
+
+def test_dir_inside_the_pack_is_refused(packed_copy: Path) -> None:
+    before = files_of(packed_copy)
+    with pytest.raises(ExtractError, match="inside the pack"):
+        sousa_wds.extract(packed_copy, packed_copy / "sousa")
+    with pytest.raises(ExtractError, match="inside the pack"):
+        sousa_wds.extract(packed_copy, packed_copy)
+    assert files_of(packed_copy) == before
+
+
 def test_group_members_with_different_midi_keep_their_own_file() -> None:
     frame = pd.DataFrame({
         "key": ["a1", "a2", "a3", "b1"], "rudiment_slug": ["flam"] * 4,

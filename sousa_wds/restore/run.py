@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 
 from .. import metadata, stream  # the public reader API: its selection and checks apply
-from ..errors import ExtractError
+from ..errors import ExtractError, listing
 from ..format import LABEL_TABLE_COLUMNS, SPLITS, labels_path
 from ..io import file_sha256, write_bytes_atomic
 from . import access
@@ -83,9 +83,7 @@ def extract(
     """
     started = time.perf_counter()
     splits = _splits(split)
-    out = Path(out).absolute()
-    if out.exists() and not out.is_dir():
-        raise ExtractError(f"{out} exists and is not a folder; choose a folder to extract into")
+    out = _target(source, out)
     location = access.open_source(source, token)
     manifest = access.read_manifest(location)
     if manifest.layout != "shards":
@@ -106,6 +104,7 @@ def extract(
     for s in splits:
         if writer.keys[s]:
             writer.write(_stream(location, s, writer.keys[s]))
+    writer.check_complete(location.description)
     rows = pd.concat([frames[s] for s in splits], ignore_index=True)
     write_labels(out, plan, rows, staged)
     shutil.rmtree(staging)
@@ -119,6 +118,19 @@ def _splits(split: str | None) -> tuple[str, ...]:
     if split not in SPLITS:
         raise ExtractError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     return (split,)
+
+
+def _target(source: Any, out: str | os.PathLike[str]) -> Path:
+    """DIR, refused when it would mix the generator's folders into the pack being read."""
+    out = Path(out).absolute()
+    if out.exists() and not out.is_dir():
+        raise ExtractError(f"{out} exists and is not a folder; choose a folder to extract into")
+    if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
+        pack = Path(source).resolve()
+        if out.resolve() == pack or pack in out.resolve().parents:
+            raise ExtractError(f"{out} is inside the pack {pack} being extracted (its audio/ and "
+                               "labels/ would become part of the pack); choose a folder outside it")
+    return out
 
 
 def _in_source_order(frame: pd.DataFrame, split: str,
@@ -142,7 +154,7 @@ class _MediaWriter:
         self.out = out
         self.progress = progress
         self.by_key = {s.key: s for s in plan.samples}
-        media = plan.media()
+        self.files = media = plan.media()
         self.done = {path for path, m in media.items() if self._in_place(m)}
         self.reused = len(self.done)
         self.written = 0
@@ -174,16 +186,25 @@ class _MediaWriter:
                                   bytes=self.bytes_written)
             self._report()
 
+    def check_complete(self, description: str) -> None:
+        """Every planned file is in place: a stream that skipped a sample must not pass."""
+        missing = sorted(set(self.files) - self.done)
+        if missing:
+            raise ExtractError(f"{description} did not deliver every selected sample; missing:"
+                               f"{listing(missing)}\nRerun to resume; if it persists, check the "
+                               "pack with `sousa-wds verify --deep`")
+
     def _put(self, sample: PlannedSample, media: MediaFile, data: bytes) -> None:
         sha = hashlib.sha256(data).hexdigest()
         expected = media.sha256 or self._sha.get(media.path)
         if len(data) != media.size or (expected is not None and sha != expected):
+            what = ("the metadata's flac_sha256" if media is sample.audio else
+                    "the metadata's mid_sha256" if media.sha256 else "its group's MIDI")
             raise ExtractError(
                 f"sample {sample.key} ({sample.split}): its {PurePosixPath(media.path).suffix} "
-                f"member does not match the metadata ({len(data)} bytes, sha256 {sha[:12]}...). "
-                "The shard is damaged or the group's samples carry different MIDI files; "
-                "re-download or re-pack it (`sousa-wds verify --deep` checks every file), then "
-                "rerun to resume")
+                f"member does not match {what} ({len(data)} bytes, sha256 {sha[:12]}...). The "
+                "shard is damaged or not the one the metadata describes: re-download or re-pack "
+                "it (`sousa-wds verify --deep` checks every file), then rerun to resume")
         if media.path in self.done:
             return
         write_bytes_atomic(self._path(media), data)
