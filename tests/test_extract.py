@@ -213,7 +213,7 @@ def _publish_metadata(pack_dir: Path, split: str, column: str, values: list[str]
 
 @pytest.mark.parametrize(("column", "value"), [
     ("rudiment_slug", "../../outside"), ("rudiment_slug", "/tmp"), ("key", "../outside"),
-    ("key", "a/b"), ("rudiment_slug", ".."),
+    ("key", "a/b"), ("rudiment_slug", ".."), ("key", "another_sample"),
 ])
 def test_keys_or_slugs_that_leave_dir_are_refused_before_writing(
         packed_copy: Path, tmp_path: Path, column: str, value: str) -> None:
@@ -273,7 +273,8 @@ def test_dir_inside_the_pack_is_refused(packed_copy: Path) -> None:
 
 def test_group_members_with_different_midi_keep_their_own_file() -> None:
     frame = pd.DataFrame({
-        "key": ["a1", "a2", "a3", "b1"], "rudiment_slug": ["flam"] * 4,
+        "key": ["a1", "a2", "a3", "b1"], "sample_id": ["a1", "a2", "a3", "b1"],
+        "rudiment_slug": ["flam"] * 4,
         "augmentation_group_id": ["g", "g", "g", None], "flac_size": [10] * 4,
         "flac_sha256": ["0" * 64] * 4, "mid_size": [5, 5, 5, 5],
         "mid_sha256": ["1" * 64, "2" * 64, "1" * 64, "1" * 64],
@@ -282,6 +283,8 @@ def test_group_members_with_different_midi_keep_their_own_file() -> None:
     midi = {s.key: (s.midi.path, s.owns_midi) for s in plan.samples}
     assert midi == {"a1": ("midi/flam/a1.mid", True), "a2": ("midi/flam/a2.mid", True),
                     "a3": ("midi/flam/a1.mid", False), "b1": ("midi/flam/b1.mid", True)}
+    with pytest.raises(ExtractError, match=r"two splits \(1\):\s+a3 \(train and test"):
+        plan_extract({"train": frame, "test": frame.iloc[2:3]})
 
 
 def test_cli_extract_prints_a_summary_and_fails_in_one_line(

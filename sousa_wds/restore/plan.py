@@ -76,10 +76,9 @@ def restore_order(frame: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:
 def plan_extract(frames: Mapping[str, pd.DataFrame]) -> ExtractPlan:
     """Plan the files of `frames` (selected metadata rows per split, already in source order).
 
-    Raises ExtractError listing every key or slug that cannot be a path part, and keys that
-    appear twice, before anything is written.
+    Raises ExtractError listing every key or slug that cannot be a path part, keys that are not
+    their row's sample_id and keys that appear twice, before anything is written.
     """
-    problems = Problems()
     unsafe: list[str] = []
     seen: dict[str, str] = {}
     twice: list[str] = []
@@ -87,11 +86,14 @@ def plan_extract(frames: Mapping[str, pd.DataFrame]) -> ExtractPlan:
     samples: list[PlannedSample] = []
     for split in (s for s in SPLITS if s in frames):
         frame = frames[split]
-        mid_sha = frame["mid_sha256"] if "mid_sha256" in frame.columns else None
-        for i, (key, slug, group, flac_size, flac_sha, mid_size) in enumerate(zip(
-                frame["key"], frame["rudiment_slug"], frame["augmentation_group_id"],
-                frame["flac_size"], frame["flac_sha256"], frame["mid_size"])):
-            bad = _unsafe(key=key, rudiment_slug=slug)
+        digests = (frame["mid_sha256"] if "mid_sha256" in frame.columns
+                   else [None] * len(frame))
+        for i, (key, sample_id, slug, group, flac_size, flac_sha, mid_size, digest) in enumerate(
+                zip(frame["key"], frame["sample_id"], frame["rudiment_slug"],
+                    frame["augmentation_group_id"], frame["flac_size"], frame["flac_sha256"],
+                    frame["mid_size"], digests)):
+            bad = _unsafe(key=key, rudiment_slug=slug) or (
+                None if key == sample_id else f"key {key!r} is not its sample_id {sample_id!r}")
             if bad:
                 unsafe.append(f"{split} row {i}: {bad}")
                 continue
@@ -99,26 +101,30 @@ def plan_extract(frames: Mapping[str, pd.DataFrame]) -> ExtractPlan:
                 twice.append(f"{key} ({seen[key]} and {split})")
                 continue
             seen[key] = split
-            digest = None if mid_sha is None else mid_sha.iloc[i]
+            digest = digest if isinstance(digest, str) else None
             # A group's members share one MIDI; one whose bytes differ keeps its own file.
-            identity = (group if isinstance(group, str) else f"\0{key}",
-                        digest if isinstance(digest, str) else int(mid_size))
+            identity = (group if isinstance(group, str) else f"\0{key}", digest or int(mid_size))
             owns = identity not in groups
             if owns:
-                groups[identity] = MediaFile(f"midi/{slug}/{key}.mid", int(mid_size),
-                                             digest if isinstance(digest, str) else None)
+                groups[identity] = MediaFile(f"midi/{slug}/{key}.mid", int(mid_size), digest)
             audio = MediaFile(f"audio/{slug}/{key}.flac", int(flac_size), str(flac_sha))
             samples.append(PlannedSample(key, split, audio, groups[identity], owns))
+    _refuse(unsafe, twice)
+    return ExtractPlan(tuple(samples))
+
+
+def _refuse(unsafe: list[str], twice: list[str]) -> None:
+    problems = Problems()
     problems.add(
         "keys or rudiment slugs that cannot be file names under DIR",
         unsafe,
         "this pack's metadata is damaged or hostile: keys and rudiment_slug may only hold "
-        "letters, digits, '_' and '-'; re-download it from a trusted source",
+        "letters, digits, '_' and '-', and a key is its sample_id; re-download the pack from "
+        "a trusted source",
     )
     problems.add("keys listed in two splits", twice,
                  "a sample belongs to one split; re-download or re-pack the dataset")
     problems.raise_if_any(ExtractError, "refusing to extract")
-    return ExtractPlan(tuple(samples))
 
 
 def _unsafe(**parts: object) -> str | None:
