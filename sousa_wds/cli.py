@@ -299,8 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("source", help="packed folder, http(s) base URL, user/name or hf://datasets/...")
     p.add_argument("dir", help="folder to restore into (created; files of a previous run are kept)")
-    p.add_argument("--split", default=None, choices=("train", "validation", "test"),
-                   help="extract one split (default: all)")
+    p.add_argument("--split", default=None,
+                   help="extract one split: train, validation or test (default: all)")
     p.add_argument("--where", default=None,
                    help="metadata query selecting samples, as in `stream --where`")
     p.add_argument("--token", default=None, help="token for private Hub repos or HTTP mirrors")
