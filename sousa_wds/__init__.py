@@ -20,8 +20,11 @@ _READ_EXPORTS = {
     "load_audio": "random_access",
     "load_midi": "random_access",
 }
+# Restoring a SOUSA folder from a pack: sousa_wds.restore, imported on first access (the
+# package is not named `extract`: importing it would rebind sousa_wds.extract to the module).
+_EXTRACT_EXPORTS = ("extract",)
 
-__all__ = ["SousaWdsError", "__version__", *_READ_EXPORTS]
+__all__ = ["SousaWdsError", "__version__", *_READ_EXPORTS, *_EXTRACT_EXPORTS]
 
 
 def __getattr__(name: str) -> Any:
@@ -29,4 +32,8 @@ def __getattr__(name: str) -> Any:
         from importlib import import_module
 
         return getattr(import_module(f".read.{_READ_EXPORTS[name]}", __name__), name)
+    if name in _EXTRACT_EXPORTS:
+        from . import restore
+
+        return getattr(restore, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
