@@ -75,3 +75,11 @@ class Problems:
         if self.messages:
             body = "\n".join(f"- {m}" for m in self.messages)
             raise error(f"{subject}:\n{body}")
+
+
+class ResumeMismatch(PackError):
+    """The interrupted pack in OUT was started from another input, options or version."""
+
+
+class PackInterrupted(PackError):
+    """A pack was stopped (Ctrl-C); finished shards stay for `--resume`."""
