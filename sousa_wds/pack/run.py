@@ -19,49 +19,39 @@ The library prints nothing: warnings go to `logging`, progress to a `ProgressCal
 
 from __future__ import annotations
 
-import json
 import logging
-import multiprocessing
 import os
 import shutil
-import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..card import DEFAULT_REPO_ID, render_card
-from ..errors import PackError, listing
+from ..errors import PackError
 from ..format import (
     CARD,
-    FORMAT_FOLDERS,
     LABEL_TABLES,
-    MANIFEST,
     SPLITS,
+    FileEntry,
     SplitCounts,
     index_path,
     labels_path,
     metadata_path,
 )
-from ..format.manifest import FORMAT_NAME
 from ..io import write_bytes_atomic
 from ..source import SourceDataset, SourceSample, read_dataset
+from .folder import check_apart, check_utf8, prepare_out
 from .indexes import build_manifest, write_indexes, write_manifest
 from .loose import check_loose_limits, write_loose
 from .plan import DEFAULT_SEED, DEFAULT_SHARD_SIZE, PackPlan, order_split, plan_shards
-from .state import LOCK_FILE, STATE_DIR, PackState, StateDir, out_lock
+from .pool import run_pool
+from .state import PackState, StateDir, out_lock
 from .tables import file_stamp, location_rows, write_label_tables, write_metadata
 from .tar import ShardResult, ShardTask, write_shard
 
 log = logging.getLogger(__name__)
-
-# Everything pack may create; --overwrite removes these and nothing else in OUT.
-MANAGED = (*FORMAT_FOLDERS, CARD, MANIFEST, STATE_DIR)
-PROGRESS_INTERVAL_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -114,7 +104,7 @@ def pack(
     started = time.perf_counter()
     if resume and overwrite:
         raise PackError("--resume and --overwrite exclude each other: pick one")
-    _check_utf8(dataset_dir, out)
+    check_utf8(dataset_dir, out)
     dataset = read_dataset(dataset_dir)
     stamps = {table: file_stamp(dataset.label_path(table)) for table in LABEL_TABLES}
     for warning in dataset.warnings:
@@ -127,25 +117,16 @@ def pack(
     if no_sharding:
         check_loose_limits(dataset.samples)
     out = Path(out).absolute()
-    _check_apart(dataset.root, out)
+    check_apart(dataset.root, out)
     state = PackState(dataset.fingerprint(), plan.options(layout))
     with out_lock(out):
         states = StateDir(out)
-        finished = _prepare_out(out, state, plan, states, resume=resume, overwrite=overwrite)
+        finished = prepare_out(out, state, plan, states, resume=resume, overwrite=overwrite)
         if no_sharding:
-            rows = _write_loose_layout(dataset, plan, out, progress)
-            media = {r[name]: None for split_rows in rows.values() for r in split_rows
-                     for name in ("audio_filename", "midi_filename")}
-            shard_counts = dict.fromkeys(SPLITS, 0)
+            rows, media, shard_counts = _write_loose_layout(dataset, plan, out, progress)
         else:
-            results = _write_shards(dataset, plan, out, states, finished,
-                                    workers or os.cpu_count() or 1, progress)
-            by_split = {split: [results[s.name] for s in plan.split_shards(split)]
-                        for split in SPLITS}
-            rows = {split: location_rows(by_split[split]) for split in SPLITS}
-            media = {r.path: r.sha256 for r in results.values()}
-            shard_counts = {split: len(by_split[split]) for split in SPLITS}
-            write_indexes(out, by_split)
+            rows, media, shard_counts = _write_shard_layout(
+                dataset, plan, out, states, finished, workers or os.cpu_count() or 1, progress)
         splits = {split: SplitCounts(samples=len(rows[split]), shards=shard_counts[split],
                                      bytes=_member_bytes(rows[split])) for split in SPLITS}
         write_metadata(dataset, out, rows)
@@ -167,7 +148,7 @@ def _member_bytes(rows: Sequence[dict]) -> int:
 def _write_card_and_manifest(
     dataset: SourceDataset, out: Path, state: PackState, splits: dict[str, SplitCounts],
     media: dict[str, str | None], *, repo_id: str, license: str,
-) -> tuple:
+) -> tuple[FileEntry, ...]:
     """The card, then the manifest of every file; returns the manifest's file entries."""
     summary = dataset.summary()
     card = render_card({s: c.to_dict() for s, c in splits.items()}, repo_id=repo_id,
@@ -185,91 +166,6 @@ def _write_card_and_manifest(
                               splits=splits)
     write_manifest(out, manifest)
     return manifest.files
-
-
-# --- where OUT may be, and what may be deleted there ----------------------------------------
-
-def _check_utf8(*paths: str | os.PathLike) -> None:
-    """Parquet and JSON hold text as UTF-8: a path that is not would fail half-way through."""
-    for path in paths:
-        text = os.fsdecode(path)
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise PackError(f"{text!r} is not a valid UTF-8 path; rename it (or pick another "
-                            "folder) so pack can record it") from None
-
-
-def _check_apart(source: Path, out: Path) -> None:
-    """Refuse an OUT that is the source, or inside it, or holds it, however it is spelled."""
-    src, dst = source.resolve(), out.resolve()
-    if _within(dst, src) or _within(src, dst):
-        raise PackError(
-            f"{out} and the source dataset {source} overlap (the same folder, or one inside "
-            "the other, after following links); pick an output folder apart from the dataset"
-        )
-
-
-def _within(inner: Path, outer: Path) -> bool:
-    """Whether `inner` is `outer` or below it, by resolved path or by file identity."""
-    if inner == outer or outer in inner.parents:
-        return True
-    if not outer.exists():
-        return False
-    return any(p.exists() and os.path.samefile(p, outer) for p in (inner, *inner.parents))
-
-
-def _holds_a_pack(out: Path, states: StateDir) -> bool:
-    if states.exists():
-        return True
-    try:
-        data = json.loads((out / MANIFEST).read_bytes())
-    except (OSError, ValueError, RecursionError):
-        return False
-    return isinstance(data, dict) and data.get("format") == FORMAT_NAME
-
-
-def _prepare_out(
-    out: Path, state: PackState, plan: PackPlan, states: StateDir, *, resume: bool,
-    overwrite: bool,
-) -> dict[str, ShardResult]:
-    """Make OUT ready and return the shard results a resumed run can keep."""
-    existing = sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE)
-    if existing and resume:
-        return _resumable(out, state, plan, states)
-    if existing and not overwrite:
-        raise PackError(
-            f"{out} is not empty ({', '.join(existing[:5])}{' ...' if len(existing) > 5 else ''}). "
-            "Use --resume to continue an interrupted pack, --overwrite to replace a previous "
-            "pack's files, or choose an empty folder."
-        )
-    ours = [name for name in existing if name in MANAGED]
-    if ours and not _holds_a_pack(out, states):
-        raise PackError(
-            f"--overwrite refused: {out} holds no sousa-wds pack (no {MANIFEST}, no "
-            f"{STATE_DIR}/), so these were not written by pack and would be deleted:"
-            f"{listing(ours)}\nChoose an empty folder, or move them away yourself."
-        )
-    for name in ours:
-        target = out / name
-        shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
-    states.start(state)
-    return {}
-
-
-def _resumable(out: Path, state: PackState, plan: PackPlan,
-               states: StateDir) -> dict[str, ShardResult]:
-    if not states.exists():
-        if (out / MANIFEST).is_file():
-            raise PackError(
-                f"{out} holds a finished pack (it has {MANIFEST}); nothing to resume. Use "
-                "--overwrite to pack again."
-            )
-        raise PackError(f"{out} holds no interrupted pack to resume ({states.state_file} is "
-                        "missing)")
-    state.validate(states.load(), out)
-    (out / MANIFEST).unlink(missing_ok=True)  # the old one would call a mixed folder finished
-    return states.finished(plan, out)
 
 
 # --- writing media: shards (in worker processes) or loose files -----------------------------
@@ -295,18 +191,26 @@ class _Tracker:
                 self._callback(PackProgress(samples, self._total, nbytes, self._total_bytes))
 
 
+# Per split: location rows; then every media file with its sha256 if known; shards per split.
+Written = tuple[dict[str, list[dict]], dict[str, str | None], dict[str, int]]
+
+
 def _write_loose_layout(dataset: SourceDataset, plan: PackPlan, out: Path,
-                        progress: ProgressCallback | None) -> dict[str, list[dict]]:
+                        progress: ProgressCallback | None) -> Written:
     tracker = _Tracker(dataset.samples, progress)
-    return {split: write_loose(order_split(dataset.split(split), split, plan.seed, plan.order),
+    rows = {split: write_loose(order_split(dataset.split(split), split, plan.seed, plan.order),
                                dataset.root, out, tracker.add)
             for split in SPLITS}
+    media = {r[name]: None for split_rows in rows.values() for r in split_rows
+             for name in ("audio_filename", "midi_filename")}
+    return rows, media, dict.fromkeys(SPLITS, 0)
 
 
-def _write_shards(
+def _write_shard_layout(
     dataset: SourceDataset, plan: PackPlan, out: Path, states: StateDir,
     finished: dict[str, ShardResult], workers: int, progress: ProgressCallback | None,
-) -> dict[str, ShardResult]:
+) -> Written:
+    """Write the shards not finished yet, recording each; then the wids indexes."""
     todo = [s for s in plan.shards if s.name not in finished]
     tasks = [
         ShardTask(split=s.split, name=s.name, path=s.path, samples=s.samples,
@@ -319,80 +223,12 @@ def _write_shards(
     if workers <= 1 or len(tasks) <= 1:
         done: Iterator[ShardResult] = (write_shard(t, tracker.add) for t in tasks)
     else:
-        done = _run_pool(tasks, workers, tracker)
+        done = run_pool(tasks, workers, tracker.set)
     for result in done:
         states.record(result)
         results[result.name] = result
-    return results
-
-
-def _run_pool(tasks: list[ShardTask], workers: int, tracker: _Tracker) -> Iterator[ShardResult]:
-    """Write shards in worker processes; on any exit, stop them between two samples."""
-    # fork keeps the parent's imports (pyarrow, soundfile); elsewhere the platform default.
-    ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
-    samples, nbytes, stop = ctx.Value("q", 0), ctx.Value("q", 0), ctx.Event()
-    executor = ProcessPoolExecutor(min(workers, len(tasks)), mp_context=ctx,
-                                   initializer=_init_worker, initargs=(samples, nbytes, stop))
-    futures: list[Future] = []
-    finished = threading.Event()
-    poller = threading.Thread(target=_follow, args=(tracker, samples, nbytes, finished),
-                              daemon=True)
-    try:
-        with _sigint_blocked():  # workers start with Ctrl-C blocked, then ignore it
-            futures = [executor.submit(_pool_write, task) for task in tasks]
-        poller.start()
-        for future in as_completed(futures):
-            yield future.result()
-    finally:
-        stop.set()
-        for future in futures:
-            future.cancel()
-        executor.shutdown(wait=True, cancel_futures=True)
-        finished.set()
-        if poller.is_alive():
-            poller.join()
-
-
-@contextmanager
-def _sigint_blocked() -> Iterator[None]:
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-
-
-def _follow(tracker: _Tracker, samples, nbytes, finished: threading.Event) -> None:
-    """Mirror the workers' counters into the tracker until `finished` is set."""
-    while True:
-        last = finished.wait(PROGRESS_INTERVAL_S)
-        tracker.set(samples.value, nbytes.value)
-        if last:
-            return
-
-
-_worker: tuple = ()
-
-
-def _init_worker(samples, nbytes, stop) -> None:
-    """Workers leave Ctrl-C to the parent, which stops them through `stop`."""
-    global _worker
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    _worker = (samples, nbytes, stop)
-
-
-def _worker_progress(n: int, size: int) -> None:
-    samples, nbytes, _ = _worker
-    with samples.get_lock():
-        samples.value += n
-    with nbytes.get_lock():
-        nbytes.value += size
-
-
-def _pool_write(task: ShardTask) -> ShardResult:
-    return write_shard(task, _worker_progress, stop=_worker[2].is_set)
+    by_split = {split: [results[s.name] for s in plan.split_shards(split)] for split in SPLITS}
+    write_indexes(out, by_split)
+    rows = {split: location_rows(by_split[split]) for split in SPLITS}
+    media: dict[str, str | None] = {r.path: r.sha256 for r in results.values()}
+    return rows, media, {split: len(by_split[split]) for split in SPLITS}
