@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -136,6 +137,8 @@ def test_offsets_read_back_exact_member_bytes(packed: Path, example_dataset: Pat
             assert read("flac") == flac
             assert read("mid") == midi  # the group's MIDI, shared by its samples
             assert read("json") == encode_record(record)
+            for ext in ("flac", "mid", "json"):
+                assert row[f"{ext}_sha256"] == hashlib.sha256(read(ext)).hexdigest()
         assert row["shard_path"] == f"data/{row['shard']}" == row["audio_shard"]
         assert row["audio_filename"] == f"{row['key']}.flac"
         info = sf.info(io.BytesIO(flac))
@@ -167,14 +170,18 @@ def test_metadata_has_one_schema_for_every_split(packed: Path) -> None:
 
 
 def test_label_tables_are_split_by_sample(packed: Path, example_dataset: Path) -> None:
-    source = pq.read_table(example_dataset / "labels/strokes.parquet")
-    total = 0
-    for split in SPLITS:
-        keys = set(pq.read_table(packed / f"metadata/{split}.parquet").column("key").to_pylist())
-        strokes = pq.read_table(packed / f"labels/strokes/{split}.parquet")
-        assert set(strokes.column("sample_id").to_pylist()) == keys
-        total += strokes.num_rows
-    assert total == source.num_rows
+    for table in ("strokes", "measures"):
+        source = pq.read_table(example_dataset / f"labels/{table}.parquet",
+                               columns=["sample_id", "index"]).to_pylist()
+        total = 0
+        for split in SPLITS:
+            meta = pq.read_table(packed / f"metadata/{split}.parquet")
+            keys = set(meta.column("key").to_pylist())
+            rows = pq.read_table(packed / f"labels/{table}/{split}.parquet",
+                                 columns=["sample_id", "index"]).to_pylist()
+            assert rows == [r for r in source if r["sample_id"] in keys]  # source row order
+            total += len(rows)
+        assert total == len(source)
 
 
 def test_manifest_and_index_describe_the_folder(packed: Path) -> None:
@@ -330,8 +337,9 @@ def test_unreadable_flac_names_the_file_and_leaves_no_partial_shard(
     victim = sorted((dataset_copy / "audio").rglob("*.flac"))[0]
     victim.write_bytes(b"fLaC but not really")
     out = tmp_path / "out"
-    with pytest.raises(PackError, match=victim.name):
+    with pytest.raises(PackError, match=victim.name) as info:
         pack(dataset_copy, out, max_samples_per_shard=1, workers=1, progress=False)
+    assert "BytesIO" not in str(info.value)
     assert not list(out.rglob("*.partial"))
     assert not (out / MANIFEST).exists()
 
@@ -355,9 +363,12 @@ def test_no_sharding_writes_loose_files(example_dataset: Path, tmp_path: Path) -
         assert (out / row["midi_filename"]).read_bytes() == sources[row["key"]][1]
         assert row["audio_filename"] == f"audio/{row['split']}/{row['key']}.flac"
         assert row["shard"] is None and row["flac_offset"] is None
-    assert not (out / "data").exists()
+        assert row["mid_sha256"] == hashlib.sha256(sources[row["key"]][1]).hexdigest()
+        assert row["json_sha256"] is None  # no JSON member in this layout
+    assert not (out / "data").exists() and not (out / "index").exists()
     manifest = json.loads((out / MANIFEST).read_text())
     assert manifest["layout"] == "loose"
+    assert len(_tree(out)) == 2 * len(rows) + loose.FIXED_FILES
 
 
 def test_no_sharding_refuses_beyond_hub_limits(
@@ -422,3 +433,27 @@ def test_empty_dataset_is_refused(dataset_copy: Path, tmp_path: Path) -> None:
     with pytest.raises(PackError, match="no samples"):
         pack(dataset_copy, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_progress_reaches_every_sample_and_byte(example_dataset: Path, tmp_path: Path,
+                                                workers: int) -> None:
+    seen: list = []
+    pack(example_dataset, tmp_path / "out", shard_size=SHARD_SIZE, workers=workers,
+         progress=seen.append)
+    media = sum(len(f) + len(m) for f, m, _ in _sources(example_dataset).values())
+    last = seen[-1]
+    assert (last.samples, last.total_samples, last.bytes, last.total_bytes) == (
+        40, 40, media, media)
+    assert [p.samples for p in seen] == sorted(p.samples for p in seen)
+
+
+def test_library_prints_nothing_and_logs_warnings(
+    dataset_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    (dataset_copy / "audio" / "stray.flac").write_bytes(b"not listed anywhere")
+    with caplog.at_level("WARNING", logger="sousa_wds"):
+        pack(dataset_copy, tmp_path / "out", workers=1)
+    assert capsys.readouterr() == ("", "")
+    assert any("stray.flac" in r.getMessage() for r in caplog.records)
