@@ -228,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted pack into OUT, keeping finished shards")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace a previous pack in OUT (only sousa-wds files are removed)")
+                   help="replace a previous pack in OUT (only its files are removed; refused "
+                   "in a folder that holds no sousa-wds pack)")
     p.add_argument("--no-sharding", action="store_true",
                    help="write loose audio/ and midi/ files instead of shards (small sets only: "
                    "refused beyond the Hub's 100k files per repo / 10k per folder)")
