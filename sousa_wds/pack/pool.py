@@ -20,8 +20,10 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 
+from ..errors import PackError
 from .tar import ShardResult, ShardTask, write_shard
 
 PROGRESS_INTERVAL_S = 0.25
@@ -48,7 +50,14 @@ def run_pool(tasks: list[ShardTask], workers: int,
             futures = [executor.submit(_pool_write, task) for task in tasks]
         poller.start()
         for future in as_completed(futures):
-            yield future.result()
+            try:
+                result = future.result()
+            except BrokenProcessPool as exc:
+                raise PackError(
+                    "a pack worker process died (killed, or out of memory?); finished shards "
+                    "are kept: rerun with --resume, with fewer --workers if memory is short"
+                ) from exc
+            yield result
     finally:
         stop.set()
         for future in futures:

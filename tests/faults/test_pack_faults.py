@@ -148,6 +148,27 @@ def test_ctrl_c_stops_workers_cleanly_and_resume_is_byte_identical(
     assert _tree(out) == _tree(reference)
 
 
+def test_a_worker_killed_mid_pack_is_named_and_resumable(
+    example_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sousa_wds.pack import pool
+
+    real = pool.write_shard
+
+    def killed_on_the_third(task, *args, **kwargs):
+        if task.name.endswith("-00002.tar"):
+            os.kill(os.getpid(), signal.SIGKILL)  # the OOM killer, or a user's kill -9
+        return real(task, *args, **kwargs)
+
+    monkeypatch.setattr(pool, "write_shard", killed_on_the_third)  # forked workers inherit it
+    out = tmp_path / "out"
+    with pytest.raises(PackError, match="worker process died"):
+        pack(example_dataset, out, max_samples_per_shard=2, workers=2)
+    monkeypatch.undo()
+    pack(example_dataset, out, max_samples_per_shard=2, workers=2, resume=True)
+    assert (out / MANIFEST).is_file()
+
+
 # --- 9.8: named errors ---------------------------------------------------------------------
 
 def test_strokes_changed_during_pack_is_named(
