@@ -11,9 +11,12 @@ How it works:
   `format.encode_record`. webdataset stays the reader our tests check shards with.
 - Each member's data offset is `tar.offset` after `addfile` minus its padded size: exact by
   construction, whatever header tarfile wrote (a long name adds a PAX header).
-- Every byte is hashed once where it is produced: each member's sha256 (the metadata's
-  `*_sha256` columns, for readers of one sample) from its bytes, and the shard's sha256 (the
-  manifest, for verify and upload) by a thread that writes the tar as it hashes it.
+- Two digests cover each byte, each computed once, where the bytes already are: the member's
+  sha256 (the metadata's `*_sha256` columns: a reader of one sample checks what it fetched
+  without the shard) and the shard's sha256 (the manifest: `verify --deep`, and the upload,
+  which would otherwise read every shard again to hash it), on the thread that writes the tar.
+  SHA-256 runs at ~1.35 GB/s a core here (SHA-NI), so the second digest costs ~0.75 CPU-s per
+  GB, overlapped with the main thread's reading.
 - The tar goes to a temporary name and is renamed when complete, so a shard under its final
   name is complete. A source file that changes while it is read stops the run, naming it.
 One sample's media is read at a time; the writer thread holds at most a few queued blocks.
