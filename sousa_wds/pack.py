@@ -8,8 +8,9 @@ How it works:
 - Progress is explicit state in `OUT/.sousa-wds-pack/`: the source fingerprint and options,
   and one result file per finished shard (its offsets and hashes). `--resume` recomputes the
   plan, keeps the shards whose result and file agree, and writes the rest.
-- Metadata, labels, indexes and the card follow (`index`, `card`); `manifest.json` is written
-  last and the state folder removed, so a folder with a manifest is a finished one.
+- Metadata, labels, indexes, the preview and the card follow (`index`, `preview`, `card`);
+  `manifest.json` is written last and the state folder removed, so a folder with a manifest
+  is a finished one.
 Every file is written under a temporary name and renamed when complete.
 """
 
@@ -51,6 +52,7 @@ from .index import (
 from .io import write_bytes_atomic, write_json_atomic
 from .loose import check_loose_limits, write_loose
 from .plan import DEFAULT_SEED, DEFAULT_SHARD_SIZE, PackPlan, order_split, plan_shards
+from .preview import write_preview
 from .shards import ShardResult, ShardTask, write_shard
 from .source import SourceDataset, SourceSample, read_dataset
 
@@ -154,12 +156,13 @@ def pack(
     }
     write_metadata(dataset, out, rows, {s.key: s for s in dataset.samples})
     write_label_tables(dataset, out)
+    previews = write_preview(out)
     summary = dataset.summary()
     card = render_card(splits, repo_id=repo_id, license=license, layout=layout,
                        rudiments=summary["rudiments"], profiles=summary["profiles"])
     write_bytes_atomic(out / CARD, card.encode("utf-8"))
 
-    paths = [*media, CARD]
+    paths = [*media, CARD, *previews]
     for split in SPLITS:
         paths.append(metadata_path(split))
         paths += [labels_path(table, split) for table in LABEL_TABLE_COLUMNS]
