@@ -21,6 +21,7 @@ import soundfile as sf
 from huggingface_hub import DatasetCard
 
 from sousa_wds.card import card_yaml_data
+from sousa_wds.errors import PackError
 from sousa_wds.format import (
     LABEL_TABLE_COLUMNS,
     METADATA_SCHEMA,
@@ -197,7 +198,7 @@ def test_preview_is_deterministic_and_refuses_a_damaged_shard(
     with open(shard, "r+b") as fh:
         fh.seek(meta["flac_offset"] + 100)
         fh.write(b"\0" * 8)
-    with pytest.raises(Exception, match=f"{row['key']}.*flac_sha256"):
+    with pytest.raises(PackError, match=f"{row['key']}.*flac_sha256"):
         write_preview(copy)
 
 
