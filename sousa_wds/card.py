@@ -226,7 +226,9 @@ ds = wds.WebDataset(f"pipe:curl -sfL -H \\"Authorization: Bearer $HF_TOKEN\\" {{
 print(next(iter(ds))["__key__"])
 ```
 
-With `datasets`' WebDataset builder (`flac` is decoded by torchcodec):
+With `datasets`' WebDataset builder (`flac` is decoded by torchcodec; `json` is typed from the
+first few samples, so a score that is null there is typed null: the `default` config has the
+same labels with pinned types):
 
 ```python
 from datasets import load_dataset
