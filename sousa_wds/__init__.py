@@ -12,8 +12,11 @@ __version__ = "0.1.0"
 
 # Loader entry points, imported from sousa_wds.loader on first access (see __getattr__).
 _LOADER_EXPORTS = ("stream", "get_sample", "metadata", "SampleMap")
+# Restoring a SOUSA folder from a pack: sousa_wds.restore, imported on first access (the
+# package is not named `extract`: importing it would rebind sousa_wds.extract to the module).
+_EXTRACT_EXPORTS = ("extract",)
 
-__all__ = ["SousaWdsError", "__version__", *_LOADER_EXPORTS]
+__all__ = ["SousaWdsError", "__version__", *_LOADER_EXPORTS, *_EXTRACT_EXPORTS]
 
 
 def __getattr__(name: str) -> Any:
@@ -21,4 +24,8 @@ def __getattr__(name: str) -> Any:
         from . import loader
 
         return getattr(loader, name)
+    if name in _EXTRACT_EXPORTS:
+        from . import restore
+
+        return getattr(restore, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -125,6 +125,26 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     return cli_stream(args)
 
 
+def _cmd_extract(args: argparse.Namespace) -> int:
+    _without_torch()  # extract reads raw bytes; it never hands the stream to torch
+    from tqdm import tqdm
+
+    from .restore import ExtractProgress, extract
+
+    with tqdm(unit="sample", desc="extracting", disable=args.quiet, dynamic_ncols=True,
+              delay=0.5) as bar:
+        def show(state: ExtractProgress) -> None:
+            bar.total = state.total_samples
+            bar.update(state.samples - bar.n)
+            bar.set_postfix_str(f"{human_bytes(state.bytes)}/{human_bytes(state.total_bytes)}",
+                                refresh=False)
+
+        summary = extract(args.source, args.dir, split=args.split, where=args.where,
+                          token=args.token, progress=show)
+    print(f"extracted {summary}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sousa-wds",
@@ -267,6 +287,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-decode", action="store_true", help="raw bytes, no audio decoding")
     p.add_argument("--token", default=None, help="token for private Hub repos or HTTP mirrors")
     p.set_defaults(func=_cmd_stream)
+
+    p = sub.add_parser(
+        "extract",
+        help="restore a SOUSA dataset folder (audio/, midi/, labels/) from a packed dataset",
+        description="Write the generator's own layout (audio/{rudiment}/{id}.flac, one "
+        "midi/{rudiment}/{id}.mid per augmentation group, labels/*.parquet, splits.json, "
+        "index.json) from a packed dataset, streaming it shard by shard; every file is checked "
+        "against the metadata and written atomically. Rerun the same command to resume: files "
+        "already in DIR with the right size and sha256 are kept and not downloaded again.",
+    )
+    p.add_argument("source", help="packed folder, http(s) base URL, user/name or hf://datasets/...")
+    p.add_argument("dir", help="folder to restore into (created; files of a previous run are kept)")
+    p.add_argument("--split", default=None,
+                   help="extract one split: train, validation or test (default: all)")
+    p.add_argument("--where", default=None,
+                   help="metadata query selecting samples, as in `stream --where`")
+    p.add_argument("--token", default=None, help="token for private Hub repos or HTTP mirrors")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_extract)
     return parser
 
 

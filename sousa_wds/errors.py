@@ -46,6 +46,10 @@ class MissingFile(LoaderError, FileNotFoundError):
     """A file the pack should hold is absent at the source (local folder, mirror, Hub)."""
 
 
+class ExtractError(SousaWdsError):
+    """A packed dataset cannot be restored as a SOUSA folder (unsafe names, bad bytes, target)."""
+
+
 def listing(items: Iterable[str], *, indent: str = "    ", limit: int = MAX_LISTED) -> str:
     """Items one per line, at most `limit` of them, then "... and N more"."""
     items = list(items)
