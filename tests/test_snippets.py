@@ -37,9 +37,9 @@ from sousa_wds.pack import pack
 from .hubserver import DEFAULT_TOKEN, HubServer
 
 ROOT = Path(__file__).resolve().parents[1]
-CARD = "dataset card"
+CARDS = {"dataset card": "shards", "dataset card (loose)": "loose"}  # document -> layout
 DOCUMENTS = ["README.md", *(p.relative_to(ROOT).as_posix() for p in sorted(ROOT.glob("docs/*.md"))),
-             CARD, *(p.relative_to(ROOT).as_posix() for p in sorted(ROOT.glob("examples/*.py")))]
+             *CARDS, *(p.relative_to(ROOT).as_posix() for p in sorted(ROOT.glob("examples/*.py")))]
 RUN = {"python", "bash"}
 NOT_CODE = {"text"}
 FENCE = re.compile(r"^(`{3,}|~{3,})\s*([\w+-]*)")
@@ -165,14 +165,17 @@ def hub(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="module")
-def card_text(example_dataset: Path, hub: HubServer,
-              tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The card as pack renders it for the repo it is uploaded to (uploaded there)."""
-    out = tmp_path_factory.mktemp("card") / "out"
-    pack(example_dataset, out, shard_size=2_000_000, workers=1, progress=False,
-         repo_id=repo_for(CARD))
-    upload_files(hub, repo_for(CARD), out)
-    return (out / "README.md").read_text()
+def cards(example_dataset: Path, hub: HubServer,
+          tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Each layout's card as pack renders it for the repo it is uploaded to (uploaded there)."""
+    texts = {}
+    for document, layout in CARDS.items():
+        out = tmp_path_factory.mktemp("card") / "out"
+        pack(example_dataset, out, shard_size=2_000_000, workers=1, progress=False,
+             no_sharding=layout == "loose", repo_id=repo_for(document))
+        upload_files(hub, repo_for(document), out)
+        texts[document] = (out / "README.md").read_text()
+    return texts
 
 
 def repo_for(document: str) -> str:
@@ -185,9 +188,9 @@ def upload_files(hub: HubServer, repo: str, folder: Path) -> None:
                          for p in sorted(folder.rglob("*")) if p.is_file()})
 
 
-def document_blocks(document: str, card: str | None = None) -> list[Block]:
-    if document == CARD:
-        return markdown_blocks(card or "", CARD)
+def document_blocks(document: str, cards: dict[str, str]) -> list[Block]:
+    if document in CARDS:
+        return markdown_blocks(cards[document], document)
     if document.endswith(".py"):
         return example_blocks(ROOT / document)
     return markdown_blocks((ROOT / document).read_text(), document)
@@ -287,9 +290,9 @@ def block_problem(block: Block) -> str | None:
 @pytest.mark.parametrize("document", DOCUMENTS)
 def test_every_snippet_runs(document: str, request: pytest.FixtureRequest, hub: HubServer,
                             packed: Path, example_dataset: Path, tmp_path: Path) -> None:
-    card = request.getfixturevalue("card_text") if document == CARD else None
-    blocks = document_blocks(document, card)
-    if document != CARD:
+    cards = request.getfixturevalue("cards") if document in CARDS else {}
+    blocks = document_blocks(document, cards)
+    if document not in CARDS:
         upload_files(hub, repo_for(document), packed)
     runner = Runner(document, hub, tmp_path / "work", packed, example_dataset)
     failures, python = [], []
@@ -314,12 +317,12 @@ def test_every_snippet_runs(document: str, request: pytest.FixtureRequest, hub: 
     assert not failures, "\n\n".join(failures)
 
 
-def test_skipped_snippets_are_listed_with_their_reasons(card_text: str) -> None:
-    skipped = [b for d in DOCUMENTS for b in document_blocks(d, card_text) if b.kind == "skip"]
+def test_skipped_snippets_are_listed_with_their_reasons(cards: dict[str, str]) -> None:
+    skipped = [b for d in DOCUMENTS for b in document_blocks(d, cards) if b.kind == "skip"]
     for block in skipped:
         print(f"skipped {block.where}: {block.arg}")
     assert all(block.arg for block in skipped)
-    assert all(document_blocks(CARD, card_text)), "the card has no snippets"
+    assert all(len(document_blocks(d, cards)) >= 4 for d in CARDS), "a card lost its snippets"
 
 
 def test_the_harness_catches_broken_snippets(tmp_path: Path) -> None:
