@@ -214,3 +214,26 @@ def test_loose_layout_card_has_the_same_configs(example_dataset: Path, tmp_path:
     empty["train"] = {"samples": 3, "shards": 1, "bytes": 10}
     data = card_yaml_data(empty, "other")
     assert all([f["split"] for f in c["data_files"]] == ["train"] for c in data["configs"])
+
+
+def test_the_cards_private_repo_snippet_sends_the_token(
+        card_pack: Path, hub: HubServer, tmp_path: Path) -> None:
+    from .test_snippets import markdown_blocks
+
+    private = REPO + "-private"
+    hub.create_repo(private, private=True)
+    hub.put_files(private, {p.relative_to(card_pack).as_posix(): p.read_bytes()
+                            for p in sorted(card_pack.rglob("*")) if p.is_file()})
+    text = (card_pack / "README.md").read_text()
+    block = next(b for b in markdown_blocks(text, "card") if "pipe:curl" in b.code)
+    code = block.code.replace(REPO, private).replace("https://huggingface.co", hub.url)
+    hub.clear_log()
+    run = [sys.executable, "-c", code]
+    proc = subprocess.run(run, env=hub.client_env(tmp_path / "hf"), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    shard_requests = [r for r in hub.log if r.server == "hub" and "/data/" in r.decoded_path]
+    assert len(shard_requests) >= 2 and all(r.had_auth for r in shard_requests)
+    anonymous = subprocess.run(run, env=hub.client_env(tmp_path / "hf2", token=None),
+                               capture_output=True, text=True, timeout=300)
+    assert anonymous.returncode != 0  # the repo really is private
