@@ -29,14 +29,14 @@ COPY_CHUNK = 4 << 20  # bytes per read when copying a label file: bounded memory
 
 def open_source(source: Any, token: str | bool | None) -> Any:
     """The location of `source` (a folder, URL or Hub repo pinned to one commit)."""
-    from ..remote import open_location
+    from ..read.location import open_location
 
     return open_location(source, token)
 
 
 def select(frame: pd.DataFrame, where: Any) -> pd.DataFrame:
     """The rows of `frame` that `where` selects, by the stream's own rule."""
-    from ..loader import _select
+    from ..read.query import select as _select
 
     return _select(frame, where)
 
