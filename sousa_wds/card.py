@@ -184,6 +184,17 @@ def _shards_body(repo_id: str, example: str, shards: int, datasets_use: str) -> 
   `manifest.json`: every file with its size and sha256.
 
 {datasets_use}
+Fetch any sample's audio from its row with sousa-wds (`pip install sousa-wds`): one range
+request for its FLAC, checked against `flac_sha256`, returned as `soundfile.read` returns it:
+
+```python
+import sousa_wds
+from datasets import load_dataset
+
+meta = load_dataset("{repo_id}", split="{example}")
+audio, sample_rate = sousa_wds.load_audio(meta[0], "{repo_id}")   # (frames, channels)
+```
+
 ## Stream the audio
 
 The shards are not a `datasets` config (`load_dataset("{repo_id}")` reads the labels only).

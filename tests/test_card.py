@@ -114,8 +114,8 @@ def test_card_lists_parquet_configs_only_and_pins_format_schemas(card_pack: Path
     assert pinned["default"] == METADATA_SCHEMA.names
     assert pinned["strokes"] == list(LABEL_TABLE_COLUMNS["strokes"])
     assert pinned["preview"] == PREVIEW_SCHEMA.names
-    for text in ("sousa_wds.stream(", "wds.WebDataset(", 'load_dataset("webdataset"',
-                 "$HF_TOKEN", "data/train-{00000..0000"):
+    for text in ("sousa_wds.stream(", "sousa_wds.load_audio(", "wds.WebDataset(",
+                 'load_dataset("webdataset"', "$HF_TOKEN", "data/train-{00000..0000"):
         assert text in card.text, text
     assert "USER/SOUSA" not in card.text
 
