@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -11,7 +12,7 @@ from collections.abc import Callable, Sequence
 from .card import DEFAULT_REPO_ID
 from .errors import SousaWdsError
 from .io import human_bytes
-from .plan import DEFAULT_SEED
+from .pack.plan import DEFAULT_SEED
 
 
 def _without_torch() -> None:
@@ -71,24 +72,43 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _cmd_pack(args: argparse.Namespace) -> int:
     _without_torch()
-    from .io import parse_size
-    from .pack import pack
+    from tqdm import tqdm
 
-    summary = pack(
-        args.dataset,
-        args.out,
-        shard_size=parse_size(args.shard_size),
-        max_samples_per_shard=args.max_samples_per_shard,
-        seed=args.seed,
-        order=args.order,
-        workers=args.workers,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        no_sharding=args.no_sharding,
-        repo_id=args.repo_id,
-        license=args.license,
-        progress=not args.quiet,
-    )
+    from .io import parse_size
+    from .pack import PackProgress, pack
+
+    logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
+    bar = tqdm(unit="sample", disable=args.quiet, desc="packing", dynamic_ncols=True)
+    started = time.perf_counter()
+
+    def show(p: PackProgress) -> None:
+        bar.total = p.total_samples
+        bar.update(p.samples - bar.n)
+        rate = p.bytes / max(time.perf_counter() - started, 1e-9)
+        bar.set_postfix_str(f"{rate / 1e6:.1f} MB/s, {p.bytes / 1e6:.0f}/"
+                            f"{p.total_bytes / 1e6:.0f} MB", refresh=False)
+
+    try:
+        with bar:
+            summary = pack(
+                args.dataset,
+                args.out,
+                shard_size=parse_size(args.shard_size),
+                max_samples_per_shard=args.max_samples_per_shard,
+                seed=args.seed,
+                order=args.order,
+                workers=args.workers,
+                resume=args.resume,
+                overwrite=args.overwrite,
+                no_sharding=args.no_sharding,
+                repo_id=args.repo_id,
+                license=args.license,
+                progress=show,
+            )
+    except KeyboardInterrupt:
+        print("sousa-wds pack: interrupted; finished shards are kept, rerun with --resume to "
+              "continue", file=sys.stderr)
+        return 130
     print(f"packed {summary}")
     return 0
 
@@ -266,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted pack into OUT, keeping finished shards")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace a previous pack in OUT (only sousa-wds files are removed)")
+                   help="replace a previous pack in OUT (only its files are removed; refused "
+                   "in a folder that holds no sousa-wds pack)")
     p.add_argument("--no-sharding", action="store_true",
                    help="write loose audio/ and midi/ files instead of shards (small sets only: "
                    "refused beyond the Hub's 100k files per repo / 10k per folder)")

@@ -100,3 +100,11 @@ class QueryError(LoaderError, ValueError):
 
 class IntegrityError(LoaderError):
     """A member's bytes do not match its tar header or the sha256 in the metadata."""
+
+
+class ResumeMismatch(PackError):
+    """The interrupted pack in OUT was started from another input, options or version."""
+
+
+class PackInterrupted(PackError):
+    """A pack was stopped (Ctrl-C); finished shards stay for `--resume`."""
