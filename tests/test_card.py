@@ -76,7 +76,7 @@ json.dump(report, open(report_path, "w"))
 def card_pack(example_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The example packed for REPO, so the card's code names the repo it is uploaded to."""
     out = tmp_path_factory.mktemp("card") / "out"
-    pack(example_dataset, out, shard_size=SHARD_SIZE, workers=1, progress=False, repo_id=REPO)
+    pack(example_dataset, out, shard_size=SHARD_SIZE, workers=1, repo_id=REPO)
     return out
 
 
@@ -204,7 +204,7 @@ def test_preview_is_deterministic_and_refuses_a_damaged_shard(
 
 def test_loose_layout_card_has_the_same_configs(example_dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "loose"
-    pack(example_dataset, out, no_sharding=True, workers=1, progress=False, repo_id=REPO)
+    pack(example_dataset, out, no_sharding=True, workers=1, repo_id=REPO)
     card = DatasetCard.load(out / "README.md")
     assert [c["config_name"] for c in card.data.configs] == [
         "default", "strokes", "measures", "preview"]

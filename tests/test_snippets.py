@@ -171,7 +171,7 @@ def cards(example_dataset: Path, hub: HubServer,
     texts = {}
     for document, layout in CARDS.items():
         out = tmp_path_factory.mktemp("card") / "out"
-        pack(example_dataset, out, shard_size=2_000_000, workers=1, progress=False,
+        pack(example_dataset, out, shard_size=2_000_000, workers=1,
              no_sharding=layout == "loose", repo_id=repo_for(document))
         upload_files(hub, repo_for(document), out)
         texts[document] = (out / "README.md").read_text()
