@@ -13,7 +13,11 @@ __version__ = "0.1.0"
 # Loader entry points, imported from sousa_wds.loader on first access (see __getattr__).
 _LOADER_EXPORTS = ("stream", "get_sample", "metadata", "SampleMap")
 
-__all__ = ["SousaWdsError", "__version__", *_LOADER_EXPORTS]
+# Pack checking and publishing entry points: name -> module holding it (see __getattr__).
+_PUBLISH_EXPORTS = {"verify": ".verification", "upload": ".publish.upload",
+                    "verify_remote": ".publish.upload", "push": ".publish.push"}
+
+__all__ = ["SousaWdsError", "__version__", *_LOADER_EXPORTS, *_PUBLISH_EXPORTS]
 
 
 def __getattr__(name: str) -> Any:
@@ -21,4 +25,8 @@ def __getattr__(name: str) -> Any:
         from . import loader
 
         return getattr(loader, name)
+    if name in _PUBLISH_EXPORTS:
+        from importlib import import_module
+
+        return getattr(import_module(_PUBLISH_EXPORTS[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
