@@ -24,7 +24,7 @@ from sousa_wds.publish.plan import (
     remote_problems,
     upload_patterns,
 )
-from sousa_wds.publish.push import push
+from sousa_wds.publish.push import default_staging, push
 from sousa_wds.publish.upload import upload, verify_remote
 from sousa_wds.verification import verify
 from tests.hubserver import DEFAULT_TOKEN, READ_TOKEN, HubServer
@@ -145,6 +145,7 @@ def test_verification_deletion_patterns_and_limits_are_pure():
 
     assert parse_hf_target("hf://datasets/u/n@refs%2Fpr%2F1") == ("u/n", "refs/pr/1")
     assert parse_hf_target("hf://datasets/u/n/") == ("u/n", "main")
+    assert default_staging("/data/sousa") == Path("/data/sousa.hf_staging")  # beside, not in
     for bad in ("hf://u/n", "hf://datasets/u/n/data/x.tar", "datasets/u/n"):
         with pytest.raises(VerifyError, match="is not hf://datasets/USER/NAME"):
             parse_hf_target(bad)

@@ -28,7 +28,7 @@ from ..io import stream_sha256
 from .plan import RemoteFile, RemoteState, UploadPlan, upload_patterns
 
 if TYPE_CHECKING:
-    from huggingface_hub import HfApi
+    from huggingface_hub import HfApi, HfFileSystem
 
 REPO_TYPE = "dataset"
 DEFAULT_REVISION = "main"
@@ -192,7 +192,7 @@ def delete_paths(api: HfApi, repo_id: str, revision: str, paths: Sequence[str],
     )
 
 
-def _filesystem(api: HfApi):  # noqa: ANN202 - HfFileSystem, imported lazily
+def _filesystem(api: HfApi) -> HfFileSystem:
     from huggingface_hub import HfFileSystem
 
     return HfFileSystem(token=api.token, endpoint=api.endpoint, skip_instance_cache=True)
