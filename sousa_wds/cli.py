@@ -150,7 +150,7 @@ def _upload_kwargs(args: argparse.Namespace) -> dict:
     """The upload options of `upload` and `push`; refuses an unanswerable delete question."""
     if args.delete_stale and not args.yes and not args.dry_run and not sys.stdin.isatty():
         raise UploadError("--delete-stale asks before deleting, but there is no terminal to "
-                            "ask: add --yes to delete stale files without asking")
+                          "ask: add --yes to delete stale files without asking")
     if args.quiet:
         from huggingface_hub.utils import disable_progress_bars
 
