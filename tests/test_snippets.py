@@ -207,8 +207,8 @@ class Runner:
         self.document, self.hub, self.work, self.packed = document, hub, work, packed
         self.repo = repo_for(document)
         (work / "data").mkdir(parents=True)
-        (work / "data" / "sousa").symlink_to(example)
-        (work / "out").symlink_to(packed)
+        shutil.copytree(example, work / "data" / "sousa")  # copies: snippets may write there
+        shutil.copytree(packed, work / "out")  # (upload re-renders the card in place)
         for folder in ("examples", "scripts", "benchmarks"):
             (work / folder).symlink_to(ROOT / folder)
         self.env = hub.client_env(work / "hf", token=DEFAULT_TOKEN) | {
