@@ -16,7 +16,7 @@ How it works:
 - Every figure is the median of `--repeats` runs; the load average before and after says how
   shared the machine was. Peak RSS is of this process (ru_maxrss), so it includes the largest step.
 
-    python benchmarks/bench_scale.py                       # 1M rows: ~2-3 minutes on 2 cores
+    python benchmarks/bench_scale.py                       # 1M rows: ~5 minutes on 2 busy cores
     python benchmarks/bench_scale.py --rows 100000 --plan-rows 1000000 --repeats 3
 """
 
