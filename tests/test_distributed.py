@@ -26,7 +26,8 @@ WORLD = 2
 WORKERS = 2
 BATCH = 3
 SEED = 5
-WHERE = "tempo_bpm >= 130"  # 15 of the example's 20 train samples: an odd count, so padding
+MIN_TEMPO = 130
+WHERE = f"tempo_bpm >= {MIN_TEMPO}"  # 15 of the example's 20 train samples: odd, so padding
 FEW_SHARDS = 7  # samples per shard: 20 train samples in 3 shards, fewer than WORLD * WORKERS
 JOB_TIMEOUT = 300  # seconds; a rank waiting for another in a collective fails on its own first
 
@@ -102,10 +103,10 @@ def ddp(packed: Path, few_shards: Path, server: FolderServer,
     return json.loads(out.read_text())
 
 
-def _train_keys(source: Path, where: str | None = None) -> set[str]:
+def _train_keys(source: Path, selected: bool = False) -> set[str]:
     meta = sousa_wds.metadata(source, "train")
-    if where is not None:
-        meta = meta[meta.tempo_bpm >= 130]  # WHERE, written with pandas itself
+    if selected:
+        meta = meta[meta.tempo_bpm >= MIN_TEMPO]  # WHERE, written with pandas itself
     return set(meta.key)
 
 
@@ -177,7 +178,7 @@ def test_fewer_shards_than_ranks_times_workers(ddp: list[dict], few_shards: Path
 
 
 def test_where_subset_is_padded_or_trimmed_to_equal_shares(ddp: list[dict], packed: Path) -> None:
-    expected = _train_keys(packed, WHERE)
+    expected = _train_keys(packed, selected=True)
     assert len(expected) % WORLD == 1  # so the shares must be evened out
     for epoch in range(2):
         _check_epoch(_epoch(ddp, "where", epoch), expected)
