@@ -116,7 +116,7 @@ def synthetic_pack(out: Path, rows: int, seed: int = 0) -> Path:
     keys = _keys(rows, rng)
     table = pa.table([_column(f.name, f.type, keys, rng) for f in METADATA_SCHEMA],
                      schema=METADATA_SCHEMA)
-    index = _module("sousa_wds.pack.index", "sousa_wds.index")
+    index = _module("sousa_wds.pack.tables", "sousa_wds.index")
     path = out / metadata_path("train")
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path, row_group_size=index.ROW_GROUP_SIZE, **index.PARQUET_OPTIONS)
@@ -175,9 +175,9 @@ def measure_metadata(folder: Path, rows: int, repeats: int) -> list[tuple[str, s
 
 def measure_planner(rows: int, repeats: int) -> tuple[str, str]:
     plan = _module("sousa_wds.pack.plan", "sousa_wds.plan")
-    source = _module("sousa_wds.pack.source", "sousa_wds.source")
+    from sousa_wds.source import SourceSample
     keys = _keys(rows, np.random.default_rng(1))
-    samples = [source.SourceSample(key, "train", i, f"audio/{key}.flac", f"midi/{key}.mid",
+    samples = [SourceSample(key, "train", i, f"audio/{key}.flac", f"midi/{key}.mid",
                                    SAMPLE_BYTES, 4_000) for i, key in enumerate(keys)]
     del keys
     took, packed = _median(lambda: plan.plan_shards(samples), repeats)
