@@ -178,7 +178,7 @@ def measure_planner(rows: int, repeats: int) -> tuple[str, str]:
     from sousa_wds.source import SourceSample
     keys = _keys(rows, np.random.default_rng(1))
     samples = [SourceSample(key, "train", i, f"audio/{key}.flac", f"midi/{key}.mid",
-                                   SAMPLE_BYTES, 4_000) for i, key in enumerate(keys)]
+                              SAMPLE_BYTES, 4_000) for i, key in enumerate(keys)]
     del keys
     took, packed = _median(lambda: plan.plan_shards(samples), repeats)
     return (f"`plan_shards` over {rows:,} samples",
