@@ -50,6 +50,7 @@ from sousa_wds.format import (
     metadata_path,
     shard_path,
 )
+from sousa_wds.source import SourceSample
 
 SAMPLE_BYTES = 1_000_000  # SOUSA: ~100 GB of FLAC over ~100k samples
 SHARD_BYTES = 1_000_000_000  # the pack's default shard size
@@ -175,7 +176,6 @@ def measure_metadata(folder: Path, rows: int, repeats: int) -> list[tuple[str, s
 
 def measure_planner(rows: int, repeats: int) -> tuple[str, str]:
     plan = _module("sousa_wds.pack.plan", "sousa_wds.plan")
-    from sousa_wds.source import SourceSample
     keys = _keys(rows, np.random.default_rng(1))
     samples = [SourceSample(key, "train", i, f"audio/{key}.flac", f"midi/{key}.mid",
                               SAMPLE_BYTES, 4_000) for i, key in enumerate(keys)]
