@@ -135,6 +135,7 @@ def synthetic_pack(out: Path, rows: int, seed: int = 0) -> Path:
 def _median(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
     times, result = [], None
     for _ in range(repeats):
+        result = None  # the previous result is freed here, not inside the next timing
         gc.collect()
         started = time.perf_counter()
         result = fn()
