@@ -272,7 +272,9 @@ def test_repeated_stroke_index(dataset_copy: Path) -> None:
                                                               strokes.slice(1)]))
     message = _error(dataset_copy)
     first = strokes.column("sample_id")[1].as_py()
-    assert "repeated or unordered (sample_id, index)" in message and first in message
+    index = strokes.column("index")[1].as_py()
+    assert f"repeated (sample_id, index) rows in {dataset_copy}/labels/strokes.parquet" in message
+    assert f"{first} index {index}" in message
 
 
 def test_damaged_media_is_caught_before_packing(dataset_copy: Path) -> None:
