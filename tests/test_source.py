@@ -411,3 +411,47 @@ def test_samples_carry_size_and_mtime_of_their_files(example_dataset: Path) -> N
         midi = (example_dataset / sample.midi_path).stat()
         assert (sample.audio_bytes, sample.audio_mtime_ns) == (audio.st_size, audio.st_mtime_ns)
         assert (sample.midi_bytes, sample.midi_mtime_ns) == (midi.st_size, midi.st_mtime_ns)
+
+
+def test_mono_audio_and_flat_folders_are_accepted(tmp_path: Path) -> None:
+    import soundfile
+
+    from sousa_wds.example import make_example
+
+    make_example(tmp_path / "flat", samples=10, channels=1, flat=True, duration_sec=(0.5, 0.6))
+    dataset = read_dataset(tmp_path / "flat")
+    assert len(dataset.samples) == 10
+    first = dataset.samples[0]
+    assert first.audio_path.count("/") == 1  # audio/<id>.flac
+    assert soundfile.info(tmp_path / "flat" / first.audio_path).channels == 1
+
+
+@pytest.mark.parametrize(("table", "column"), [("samples", "tempo_bpm"),
+                                               ("strokes", "intended_velocity")])
+def test_values_that_do_not_fit_the_column_type(dataset_copy: Path, table: str,
+                                                column: str) -> None:
+    # Optional integers arrive as double (accepted); a fractional one cannot be an int64.
+    data = _labels(dataset_copy, table)
+    values = [float(v) for v in data.column(column).to_pylist()]
+    values[0] += 0.5
+    index = data.column_names.index(column)
+    _write_labels(dataset_copy, table, data.set_column(index, column, pa.array(values)))
+    message = _error(dataset_copy)
+    assert f"{table}.parquet" in message
+    assert "do not fit their column type" in message or "damaged or invalid rows" in message
+
+
+def test_splits_json_without_a_profile_list(dataset_copy: Path) -> None:
+    splits = json.loads((dataset_copy / "splits.json").read_text())
+    del splits["val_profile_ids"]
+    (dataset_copy / "splits.json").write_text(json.dumps(splits))
+    message = _error(dataset_copy)
+    assert "lacks profile lists" in message and "val_profile_ids" in message
+
+
+def test_duplicate_exercise_row(dataset_copy: Path) -> None:
+    ex = _labels(dataset_copy, "exercises")
+    _write_labels(dataset_copy, "exercises", pa.concat_tables([ex, ex.slice(4, 1)]))
+    message = _error(dataset_copy)
+    assert f"duplicate sample_id in {dataset_copy}/labels/exercises.parquet" in message
+    assert ex.column("sample_id")[4].as_py() in message
