@@ -161,16 +161,21 @@ class _Probe:
 def flac_problem(path: str, *, deep: bool = False) -> str | None:
     """Why the FLAC at `path` is not whole, or None: its last frames (or all, deep) decode."""
     try:
-        with soundfile.SoundFile(path) as audio:
-            frames = audio.frames
+        audio = soundfile.SoundFile(path)
+    except (RuntimeError, soundfile.LibsndfileError) as exc:
+        return f"cannot be opened as FLAC ({exc})"
+    with audio:
+        frames = audio.frames
+        try:
             if deep:
                 decoded = sum(len(b) for b in audio.blocks(DEEP_BLOCK_FRAMES, dtype="int32"))
             else:
                 start = max(0, frames - TAIL_FRAMES)
                 audio.seek(start)
                 decoded = start + len(audio.read(TAIL_FRAMES, dtype="int32"))
-    except (RuntimeError, soundfile.LibsndfileError) as exc:
-        return f"cannot be decoded to its end ({exc})"
+        except (RuntimeError, soundfile.LibsndfileError) as exc:
+            what = "some frames" if deep else "the last frames"
+            return f"the header announces {frames} frames but {what} do not decode ({exc})"
     if decoded != frames:
         return f"decodes {decoded} of the {frames} frames its header announces"
     return None
