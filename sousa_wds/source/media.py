@@ -10,8 +10,8 @@ How it works:
   default libsndfile seeks to the last frames the STREAMINFO header announces and decodes
   them (~0.3 ms a file; a truncated or cut file fails). `deep=True` decodes every frame
   (~12 ms per MB-sized file, ~90 MB/s a core), which also finds damage in the middle.
-- Files are checked by a small thread pool: libsndfile and the stat calls release the GIL,
-  and on a cold 100 GB folder the time is disk latency that threads overlap.
+- Files are checked one after the other: a pool of 8 threads gained nothing measurable here
+  (2 busy cores, warm cache) and cost ~40 MB of RSS at 100k files.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
@@ -32,8 +31,6 @@ FLAC_MAGIC = b"fLaC"
 MIDI_MAGIC = b"MThd"
 TAIL_FRAMES = 64  # decoded at the end of each FLAC: reaching them proves the file is whole
 DEEP_BLOCK_FRAMES = 1 << 16  # frames decoded at a time by deep checks (~0.8 MB of int32 stereo)
-PROBE_THREADS = 8  # overlaps disk latency; more gains nothing on local disks
-PROBE_CHUNK = 64  # files per pool task: 100k futures at once would cost ~100 MB
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,15 +82,13 @@ def probe_media(
     report = MediaReport()
     tasks = [(rel, True) for rel in dict.fromkeys(audio)]
     tasks += [(rel, False) for rel in dict.fromkeys(midi) if rel is not None]
-    chunks = [tasks[i:i + PROBE_CHUNK] for i in range(0, len(tasks), PROBE_CHUNK)]
-    with ThreadPoolExecutor(PROBE_THREADS) as pool:
-        for chunk, results in zip(chunks, pool.map(probe.check_all, chunks)):
-            for (rel, _), (result, kind, item) in zip(chunk, results):
-                report.files[rel] = result
-                if kind:
-                    report.add(kind, item)
-            if progress is not None:
-                progress(len(chunk))
+    for rel, is_audio in tasks:
+        result, kind, item = probe.check(rel, is_audio)
+        report.files[rel] = result
+        if kind:
+            report.add(kind, item)
+        if progress is not None:
+            progress(1)
     return report
 
 
@@ -103,16 +98,13 @@ def report_problems(report: MediaReport, problems: Problems) -> None:
 
 
 class _Probe:
-    """Checks one path; thread-safe (only the folder cache is shared, and dict writes are)."""
+    """Checks one path at a time; folders are resolved once each."""
 
     def __init__(self, root: str, deep: bool) -> None:
         self.root = root
         self.root_real = os.path.realpath(root)
         self.deep = deep
         self._folders: dict[str, bool] = {}
-
-    def check_all(self, tasks: list[tuple[str | None, bool]]) -> list:
-        return [self.check(rel, is_audio) for rel, is_audio in tasks]
 
     def check(self, rel: str | None, is_audio: bool) -> tuple[MediaFile | None, str, str]:
         """The file's facts, or None with the problem kind and the line that names it."""
