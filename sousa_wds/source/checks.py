@@ -280,7 +280,8 @@ class _RowKeys:
             self._second_pass(parquet)
 
     def repeated(self) -> list[str]:
-        return [f"{self.known[c]} index {i}" for c, i in sorted(self._repeated, key=str)]
+        ordered = sorted(self._repeated, key=lambda ci: (ci[0], ci[1] is None, ci[1] or 0))
+        return [f"{self.known[c]} index {i}" for c, i in ordered]
 
     def _close(self, code: int) -> None:
         if code in self._seen:
