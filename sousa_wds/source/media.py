@@ -64,6 +64,9 @@ PROBLEMS: dict[str, tuple[str, str]] = {
                      "restore these files, or regenerate their augmentation groups"),
     "special": ("media paths that are not regular files (FIFO, folder, device)",
                 "replace them with the real files"),
+    "unreadable": ("media files that cannot be read",
+                   "the generator writes files with mode 0600: run as their owner, or make "
+                   "them readable (chmod -R u+rX,g+rX DATASET)"),
     "not flac": ("audio files that are not FLAC",
                  "these files are damaged or another format; regenerate or restore them"),
     "incomplete": ("FLAC files that are incomplete or damaged",
@@ -140,7 +143,7 @@ class _Probe:
             with open(path, "rb") as fh:
                 head = fh.read(len(magic))
         except OSError as exc:
-            return ("missing audio" if is_audio else "missing midi"), exc.strerror or str(exc)
+            return "unreadable", exc.strerror or str(exc)
         if head != magic:
             return ("not flac" if is_audio else "not midi"), f"starts with {head!r}"
         if is_audio:

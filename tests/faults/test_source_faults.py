@@ -197,3 +197,21 @@ def test_symlinks_inside_the_dataset_are_accepted(dataset_copy: Path, tmp_path: 
     link.symlink_to(dataset_copy, target_is_directory=True)
     sample = next(s for s in read_dataset(link).samples if s.audio_path.endswith(flac.name))
     assert sample.audio_bytes == kept.stat().st_size
+
+
+def test_unreadable_media_file_is_named(dataset_copy: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Tests run as root here, which reads files of any mode: the refusal is simulated.
+    from sousa_wds.source import media
+
+    flac = _audio(dataset_copy, 6)
+
+    def refuse(path, *args, **kwargs):
+        if str(path) == str(flac):
+            raise PermissionError(13, "Permission denied", str(path))
+        return open(path, *args, **kwargs)
+
+    monkeypatch.setattr(media, "open", refuse, raising=False)
+    message = _error(dataset_copy)
+    assert "media files that cannot be read (1)" in message
+    assert f"{flac}: Permission denied" in message
