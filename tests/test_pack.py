@@ -19,7 +19,7 @@ import pytest
 import soundfile as sf
 
 from sousa_wds.cli import main
-from sousa_wds.errors import PackError, ResumeMismatch
+from sousa_wds.errors import DatasetError, PackError, ResumeMismatch
 from sousa_wds.format import LABEL_COLUMNS, MANIFEST, METADATA_SCHEMA, SPLITS, encode_record
 from sousa_wds.io import parse_size
 from sousa_wds.pack import STATE_DIR, PackState, loose, pack, plan_shards
@@ -293,7 +293,7 @@ def test_unreadable_flac_names_the_file_and_leaves_no_partial_shard(
     victim = sorted((dataset_copy / "audio").rglob("*.flac"))[0]
     victim.write_bytes(b"fLaC but not really")
     out = tmp_path / "out"
-    with pytest.raises(PackError, match=victim.name) as info:
+    with pytest.raises(DatasetError, match=victim.name) as info:  # found by the source check
         pack(dataset_copy, out, max_samples_per_shard=1, workers=1, progress=False)
     assert "BytesIO" not in str(info.value)
     assert not list(out.rglob("*.partial"))
