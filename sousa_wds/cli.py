@@ -10,21 +10,26 @@ import time
 from collections.abc import Callable, Sequence
 
 from . import __version__
-from .card import DEFAULT_REPO_ID
+from .defaults import DEFAULT_REPO_ID, DEFAULT_SEED
 from .errors import SousaWdsError, UploadError
 from .io import human_bytes
-from .pack.plan import DEFAULT_SEED
+
+# True while main() runs the process's own command line (the console script, python -m):
+# only then may a command mark torch absent for the rest of the process.
+_OWN_PROCESS = False
 
 
 def _without_torch() -> None:
     """Let webdataset skip importing torch in commands that never use it.
 
     `import webdataset` imports torch when it is installed (about 3 s, and again in every
-    spawned worker) although packing and verifying only use its tar writer and key rule;
-    with torch marked absent, webdataset uses its own torch-free stand-ins. Only the CLI does
-    this, and only when torch is not already loaded: library callers are never affected.
+    spawned worker) although verifying only uses its key rule; with torch marked absent,
+    webdataset uses its own torch-free stand-ins. Only when the process is the `sousa-wds`
+    command itself and torch is not loaded yet: a program calling `main([...])` in-process (a
+    test, a notebook) could never `import torch` afterwards.
     """
-    sys.modules.setdefault("torch", None)  # type: ignore[arg-type]
+    if _OWN_PROCESS:
+        sys.modules.setdefault("torch", None)  # type: ignore[arg-type]
 
 
 def _cmd_example(args: argparse.Namespace) -> int:
@@ -76,7 +81,6 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_pack(args: argparse.Namespace) -> int:
-    _without_torch()
     from tqdm import tqdm
 
     from .io import parse_size
@@ -512,6 +516,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    global _OWN_PROCESS
+    _OWN_PROCESS = argv is None  # the command line of this process, not an in-process call
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
