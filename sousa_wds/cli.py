@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +29,13 @@ def _without_torch() -> None:
     """
     if _OWN_PROCESS:
         sys.modules.setdefault("torch", None)  # type: ignore[arg-type]
+
+
+def _show_warnings() -> None:
+    """Library warnings as `warning: ...` lines (logging is imported here: --help skips it)."""
+    import logging
+
+    logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
 
 
 def _cmd_example(args: argparse.Namespace) -> int:
@@ -86,7 +92,7 @@ def _cmd_pack(args: argparse.Namespace) -> int:
     from .io import parse_size
     from .pack import PackProgress, pack
 
-    logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
+    _show_warnings()
     bar = tqdm(unit="sample", disable=args.quiet, desc="packing", dynamic_ncols=True, delay=0.5)
     started = time.perf_counter()
 
@@ -160,7 +166,7 @@ def _cmd_push(args: argparse.Namespace) -> int:
     from .pack import PackProgress
     from .publish.push import push
 
-    logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
+    _show_warnings()
     bar = tqdm(unit="sample", disable=args.quiet, desc="packing", dynamic_ncols=True)
 
     def show(p: PackProgress) -> None:
