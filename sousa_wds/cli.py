@@ -31,6 +31,19 @@ def _without_torch() -> None:
         sys.modules.setdefault("torch", None)  # type: ignore[arg-type]
 
 
+def _lean_arrow_pool() -> None:
+    """Use Arrow's jemalloc pool, which hands freed memory back (bench_check: 161 -> 119 MB peak
+    for `read_dataset` of 1539 samples), where this pyarrow has it. Only when the process is
+    the command itself: the pool is process-wide."""
+    if _OWN_PROCESS:
+        from contextlib import suppress
+
+        import pyarrow as pa
+
+        with suppress(NotImplementedError):  # a pyarrow built without jemalloc: its default
+            pa.set_memory_pool(pa.jemalloc_memory_pool())
+
+
 def _show_warnings() -> None:
     """Library warnings as `warning: ...` lines (logging is imported here: --help skips it)."""
     import logging
@@ -59,6 +72,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
     from .source import read_dataset
 
+    _lean_arrow_pool()
     started = time.perf_counter()
     with tqdm(desc="media files", unit=" files", disable=None, leave=False) as bar:
         dataset = read_dataset(args.dataset, deep=args.deep, progress=bar.update)
@@ -93,6 +107,7 @@ def _cmd_pack(args: argparse.Namespace) -> int:
     from .pack import PackProgress, pack
 
     _show_warnings()
+    _lean_arrow_pool()
     bar = tqdm(unit="sample", disable=args.quiet, desc="packing", dynamic_ncols=True, delay=0.5)
     started = time.perf_counter()
 
