@@ -6,7 +6,7 @@ folder costs seconds and no disk. Then, at 1/10 and full size, it runs `read_dat
 processes (median of `--repeats`), and `sousa-wds check` and `sousa-wds pack` (default workers)
 under bench_pack's process watcher (GNU time + /proc VmHWM of every descendant), and prints the
 issue 10 targets: every process <= 200 MB at full size, and flat (full / tenth <= 1.1x).
-`--no-pack` skips the packs (they write ~`--samples` x 10 KB).
+`--no-pack` skips the packs (they write ~`--samples` x 20 KB).
 
     python benchmarks/bench_check.py --samples 100000
 """
@@ -27,14 +27,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from sousa_wds.example import make_example
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]  # this checkout's sousa_wds, bench_pack
+
+from sousa_wds.example import make_example  # noqa: E402
 
 BASE_SAMPLES = 500
-BASE_DURATION_S = (0.05, 0.06)  # tiny FLACs: 100k packed samples stay ~1 GB of output
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
+                                                                 os.environ.get("PYTHONPATH")]))}
+BASE_DURATION_S = (0.25, 0.26)  # the shortest make_example allows; mono: ~20 KB a FLAC
 TARGET_RSS_MB = 200.0
 TARGET_FLAT = 1.1
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _suffixed(column: pa.ChunkedArray, suffix: str) -> pa.ChunkedArray:
@@ -90,7 +93,7 @@ def time_read(root: Path, repeats: int) -> tuple[float, float]:
     runs = []
     for _ in range(repeats):
         out = subprocess.run([sys.executable, "-c", code, str(root)], check=True,
-                             capture_output=True, text=True).stdout.split()
+                             capture_output=True, text=True, env=ENV).stdout.split()
         runs.append((float(out[0]), int(out[1]), float(out[2])))
     return statistics.median(r[0] for r in runs), max(r[2] for r in runs)
 
@@ -99,9 +102,7 @@ def watched(cmd: list[str]) -> tuple[float, float]:
     """Wall seconds and the peak RSS (MB) of the largest process of `cmd`'s tree."""
     from bench_pack import run
 
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
-                                                       os.environ.get("PYTHONPATH")]))}
-    result = run(cmd, env=env)
+    result = run(cmd, env={"PYTHONPATH": ENV["PYTHONPATH"]})
     if result.returncode != 0:
         raise SystemExit(f"{cmd} failed:\n{result.stderr[-2000:]}")
     return result.seconds, result.peak_mb
@@ -118,7 +119,8 @@ def main() -> None:
     peaks: dict[str, list[float]] = {"check": [], "pack": []}
     with tempfile.TemporaryDirectory(prefix="bench-check-") as tmp:
         base = Path(tmp, "base")
-        make_example(base, samples=BASE_SAMPLES, seed=7, duration_sec=BASE_DURATION_S)
+        make_example(base, samples=BASE_SAMPLES, seed=7, duration_sec=BASE_DURATION_S,
+                     channels=1)
         print(f"{'samples':>8} {'build s':>8} {'read_dataset s':>15} {'RSS MB':>7} "
               f"{'check s':>8} {'check MB':>9} {'pack s':>7} {'pack MB (largest process)':>26}")
         for total in (args.samples // 10, args.samples):
