@@ -75,3 +75,7 @@ class Problems:
         if self.messages:
             body = "\n".join(f"- {m}" for m in self.messages)
             raise error(f"{subject}:\n{body}")
+
+
+class ExampleError(SousaWdsError, ValueError):
+    """The example cannot be written as asked (output folder in use, bad option)."""

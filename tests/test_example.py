@@ -306,12 +306,12 @@ def test_refuses_a_non_empty_folder_and_accepts_an_empty_one(tmp_path: Path) -> 
 
 
 def test_a_failed_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import sousa_wds.example as example
+    import sousa_wds.example.write as write
 
     def fail(*args: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(example, "_write_labels", fail)
+    monkeypatch.setattr(write, "_write_labels", fail)
     with pytest.raises(OSError, match="disk full"):
         make_example(tmp_path / "out", samples=2, duration_sec=(0.3, 0.3))
     assert list(tmp_path.iterdir()) == []
