@@ -149,13 +149,14 @@ def sample_id(profile: Profile, rudiment: str, tempo: int, soundfont: str, prese
             f"{short[:8].lower()}_{preset.replace('_', '')}")
 
 
-def _group(profile: Profile, rudiment: str, tempo: int, augmentations: int,
-           duration_range: tuple[float, float],
+def _group(number: int, profile: Profile, rudiment: str, tempo: int, augmentations: int,
+           duration_range: tuple[float, float], seed: int,
            rng: np.random.Generator) -> tuple[Group, tuple[Preset, ...]]:
     """One performance with its labels, and the presets its samples are rendered with."""
     duration = round(float(rng.uniform(*duration_range)), 3)
+    buzz_rng = np.random.default_rng([seed, 2, number])
     num_cycles, strokes = perform(rudiment, tempo, duration, profile.tier,
-                                  profile.dominant_hand, rng)
+                                  profile.dominant_hand, rng, buzz_rng)
     presets = tuple(PRESETS[i] for i in rng.permutation(len(PRESETS))[:augmentations])
     group = Group(profile, rudiment, tempo, duration, num_cycles, strokes,
                   measures(strokes, len(cycle(rudiment))), scores(rudiment, strokes, rng))
@@ -188,8 +189,8 @@ def plan_dataset(samples: int, seed: int, duration_sec: tuple[float, float],
     for profile, block in zip(profiles, np.array_split(np.arange(num_groups), num_profiles)):
         for tempo in rng.choice(TEMPOS, size=len(block), replace=False):
             rudiment = rudiments[number % len(rudiments)]
-            group, presets = _group(profile, rudiment, int(tempo), augmentations,
-                                    duration_sec, rng)
+            group, presets = _group(number, profile, rudiment, int(tempo), augmentations,
+                                    duration_sec, seed, rng)
             number += 1
             out += _samples(group, presets[:samples - len(out)], len(out), flat)
     return out, splits

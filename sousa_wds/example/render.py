@@ -1,8 +1,8 @@
 """A sample's media: its audio as FLAC bytes, its group's performance as MIDI bytes.
 
 How it works:
-- **Hits**: every stroke row sounds at its actual time and velocity (a buzz bounces
-  `buzz_count` times), panned a little towards its hand.
+- **Hits**: every stroke row sounds once, buzz bounces included (they are rows, see
+  `perform.expand_buzz`), at its actual time and velocity, panned a little towards its hand.
 - **Dry signal**: each hit is one of a few snare templates (drum-head modes plus a band-limited
   snare-wire burst) in the sample's soundfont colour, summed into a stereo (or mono) buffer.
 - **Room**: one pass through the frequency domain applies the preset's room (a decaying
@@ -25,7 +25,6 @@ import soundfile as sf
 
 from .perform import Strokes
 from .plan import Group, Preset, Sample, Soundfont
-from .rudiments import slots_per_beat
 
 SAMPLE_RATE = 44100
 TAIL_SEC = 0.5  # the generator renders this much decay after the last stroke
@@ -57,15 +56,10 @@ def midi_bytes(group: Group) -> bytes:
     return out.getvalue()
 
 
-def _hits(strokes: Strokes, slot_ms: float) -> tuple[np.ndarray, ...]:
-    """(time s, amplitude, is right hand) per sounding hit; a buzz bounces buzz_count times."""
-    count = np.where(np.isnan(strokes["buzz_count"]), 1, strokes["buzz_count"]).astype(np.int64)
-    stroke = np.repeat(np.arange(len(count)), count)
-    bounce = np.arange(len(stroke)) - np.repeat(np.cumsum(count) - count, count)
-    gap = slot_ms * 0.8 / count[stroke]
-    times = (strokes["actual_time_ms"][stroke] + bounce * gap) / 1000.0
-    amps = (strokes["actual_velocity"][stroke] / 127.0) ** 1.6 * 0.7 ** bounce
-    return times, amps, strokes["hand"][stroke] == "R"
+def _hits(strokes: Strokes) -> tuple[np.ndarray, ...]:
+    """(time s, amplitude, is right hand) per stroke row: each row sounds once."""
+    amps = (strokes["actual_velocity"] / 127.0) ** 1.6
+    return strokes["actual_time_ms"] / 1000.0, amps, strokes["hand"] == "R"
 
 
 def _templates(rng: np.random.Generator, font: Soundfont) -> np.ndarray:
@@ -102,9 +96,7 @@ def _fft_size(n: int) -> int:
 
 def _dry(sample: Sample, frames: int, channels: int, rng: np.random.Generator) -> np.ndarray:
     """(channels, frames): every hit placed at its time, before the room."""
-    group = sample.group
-    slot_ms = 60000.0 / group.tempo / slots_per_beat(group.rudiment)
-    times, amps, right = _hits(group.strokes, slot_ms)
+    times, amps, right = _hits(sample.group.strokes)
     bank = _templates(rng, sample.soundfont)
     pick = rng.integers(0, len(bank), len(times))
     amps = amps * rng.uniform(0.9, 1.1, len(times))
@@ -160,9 +152,9 @@ def render(sample: Sample, seed: int, channels: int) -> np.ndarray:
 def _midi(group: Group) -> mido.MidiFile:
     """Type-1 MIDI with one track: the performance as played (actual times and velocities)."""
     beat_ms = 60000.0 / group.tempo
-    on = np.rint(group.strokes["actual_time_ms"] / beat_ms * TICKS_PER_BEAT).astype(np.int64)
-    order = np.argsort(on, kind="stable")
-    on, vel = on[order], group.strokes["actual_velocity"][order]
+    order = np.argsort(group.strokes["actual_time_ms"], kind="stable")  # rows are not: buzz
+    on = np.rint(group.strokes["actual_time_ms"][order] / beat_ms * TICKS_PER_BEAT)
+    on, vel = on.astype(np.int64), group.strokes["actual_velocity"][order]
     nxt = np.append(on[1:], on[-1] + NOTE_TICKS)
     off = np.maximum(on + 1, np.minimum(on + NOTE_TICKS, nxt))
     events = sorted([(int(t), 1, i) for i, t in enumerate(on)]
