@@ -3,8 +3,9 @@
     python examples/random_access.py PACKED_FOLDER_OR_REPO [OUT_DIR]
 
 How it works: the metadata gives each sample's shard and the byte offset of each member, so
-`SampleMap` reads one byte range per sample and checks the FLAC against `flac_sha256`. A
+`SampleMap` reads one byte range per sample and checks every member against its sha256. A
 SampleMap is also a map-style torch Dataset: an integer index is a metadata row.
+`load_audio(row)` reads just one FLAC member and returns it as `soundfile.read` does.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ def main() -> None:
 
     first = view[0]  # by metadata row, as a torch map-style Dataset would ask
     print(f"row 0: {first['key']}, overall score {first['labels']['overall_score']:.3f}")
+
+    audio, rate = sousa_wds.load_audio(view.metadata.iloc[1], source=source)  # the FLAC only
+    print(f"row 1 via load_audio: {audio.shape} {audio.dtype} @ {rate} Hz")
 
     if out is not None:
         raw = sousa_wds.get_sample(source, best, split="test", decode=False)  # the member bytes

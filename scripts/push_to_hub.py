@@ -24,8 +24,7 @@ from pathlib import Path
 from sousa_wds.errors import SousaWdsError
 from sousa_wds.format import CARD, MANIFEST
 from sousa_wds.io import parse_size
-from sousa_wds.pack import STATE_DIR, ResumeMismatch, pack
-from sousa_wds.plan import DEFAULT_SEED
+from sousa_wds.pack import DEFAULT_SEED, STATE_DIR, ResumeMismatch, pack
 from sousa_wds.publish import upload
 from sousa_wds.source import read_dataset
 from sousa_wds.verify import verify

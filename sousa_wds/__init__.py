@@ -10,15 +10,30 @@ from .errors import SousaWdsError
 
 __version__ = "0.1.0"
 
-# Loader entry points, imported from sousa_wds.loader on first access (see __getattr__).
-_LOADER_EXPORTS = ("stream", "get_sample", "metadata", "SampleMap")
+# Reader entry points, imported from sousa_wds.read on first access (see __getattr__): only
+# `stream` imports webdataset (and so torch).
+_READ_EXPORTS = {
+    "stream": "stream",
+    "metadata": "dataset",
+    "get_sample": "random_access",
+    "SampleMap": "random_access",
+    "load_audio": "random_access",
+    "load_midi": "random_access",
+}
+# Restoring a SOUSA folder from a pack: sousa_wds.restore, imported on first access (the
+# package is not named `extract`: importing it would rebind sousa_wds.extract to the module).
+_EXTRACT_EXPORTS = ("extract",)
 
-__all__ = ["SousaWdsError", "__version__", *_LOADER_EXPORTS]
+__all__ = ["SousaWdsError", "__version__", *_READ_EXPORTS, *_EXTRACT_EXPORTS]
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LOADER_EXPORTS:
-        from . import loader
+    if name in _READ_EXPORTS:
+        from importlib import import_module
 
-        return getattr(loader, name)
+        return getattr(import_module(f".read.{_READ_EXPORTS[name]}", __name__), name)
+    if name in _EXTRACT_EXPORTS:
+        from . import restore
+
+        return getattr(restore, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -11,7 +12,7 @@ from collections.abc import Callable, Sequence
 from .card import DEFAULT_REPO_ID
 from .errors import SousaWdsError
 from .io import human_bytes
-from .plan import DEFAULT_SEED
+from .pack.plan import DEFAULT_SEED
 
 
 def _without_torch() -> None:
@@ -74,24 +75,43 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _cmd_pack(args: argparse.Namespace) -> int:
     _without_torch()
-    from .io import parse_size
-    from .pack import pack
+    from tqdm import tqdm
 
-    summary = pack(
-        args.dataset,
-        args.out,
-        shard_size=parse_size(args.shard_size),
-        max_samples_per_shard=args.max_samples_per_shard,
-        seed=args.seed,
-        order=args.order,
-        workers=args.workers,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        no_sharding=args.no_sharding,
-        repo_id=args.repo_id,
-        license=args.license,
-        progress=not args.quiet,
-    )
+    from .io import parse_size
+    from .pack import PackProgress, pack
+
+    logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
+    bar = tqdm(unit="sample", disable=args.quiet, desc="packing", dynamic_ncols=True)
+    started = time.perf_counter()
+
+    def show(p: PackProgress) -> None:
+        bar.total = p.total_samples
+        bar.update(p.samples - bar.n)
+        rate = p.bytes / max(time.perf_counter() - started, 1e-9)
+        bar.set_postfix_str(f"{rate / 1e6:.1f} MB/s, {p.bytes / 1e6:.0f}/"
+                            f"{p.total_bytes / 1e6:.0f} MB", refresh=False)
+
+    try:
+        with bar:
+            summary = pack(
+                args.dataset,
+                args.out,
+                shard_size=parse_size(args.shard_size),
+                max_samples_per_shard=args.max_samples_per_shard,
+                seed=args.seed,
+                order=args.order,
+                workers=args.workers,
+                resume=args.resume,
+                overwrite=args.overwrite,
+                no_sharding=args.no_sharding,
+                repo_id=args.repo_id,
+                license=args.license,
+                progress=show,
+            )
+    except KeyboardInterrupt:
+        print("sousa-wds pack: interrupted; finished shards are kept, rerun with --resume to "
+              "continue", file=sys.stderr)
+        return 130
     print(f"packed {summary}")
     return 0
 
@@ -117,15 +137,93 @@ def _cmd_upload(args: argparse.Namespace) -> int:
 
 
 def _cmd_get(args: argparse.Namespace) -> int:
-    from .loader import cli_get
+    from pathlib import Path
 
-    return cli_get(args)
+    from .errors import LoaderError
+    from .format import MEMBERS, key_problem
+    from .io import write_bytes_atomic
+    from .read.dataset import packed
+    from .read.random_access import find
+
+    out = None
+    if args.out:
+        problem = key_problem(args.key)
+        if problem:  # the key names the files: it must not lead outside --out
+            raise LoaderError(f"--out: key {args.key!r} {problem}, so it cannot name a file in "
+                              f"{args.out}; keys are sample_ids (letters, digits, '_' and '-')")
+        out = Path(args.out)
+    dataset = packed(args.source, args.token, args.retries)
+    view, split = find(dataset, args.key, args.split, decode=False)
+    sample = view[args.key]
+    row = view.metadata.iloc[view.position(args.key)]
+    checked = ", ".join(view.reader.verified) or "nothing: the metadata has no sha256 columns"
+    seconds = row.num_frames / row.sample_rate
+    print(f"{args.key}  ({split}, {row.shard_path})")
+    print(f"  audio: {row.channels} ch, {row.sample_rate} Hz, {row.num_frames} frames "
+          f"({seconds:.2f} s), {len(sample['flac'])} bytes of FLAC")
+    print(f"  midi: {len(sample['mid'])} bytes; sha256 ok: {checked}; labels:")
+    print(json.dumps(json.loads(sample["json"]), indent=2, sort_keys=True))
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        for ext in MEMBERS:
+            write_bytes_atomic(out / f"{args.key}.{ext}", sample[ext])
+        print(f"wrote {', '.join(f'{args.key}.{ext}' for ext in MEMBERS)} to {out}")
+    return 0
 
 
 def _cmd_stream(args: argparse.Namespace) -> int:
-    from .loader import cli_stream
+    from .read.stream import stream
 
-    return cli_stream(args)
+    started = time.perf_counter()
+    samples = stream(args.source, args.split, where=args.where, decode=not args.no_decode,
+                     shuffle=False, token=args.token, retries=args.retries)
+    planned = samples.num_samples
+    ready = time.perf_counter()
+    print(f"{planned} samples selected in {args.split} of {args.source} "
+          f"(metadata and plan: {ready - started:.2f} s)")
+    count = audio_seconds = size = 0
+    for sample in samples:
+        if args.limit is not None and count >= args.limit:
+            break
+        count += 1
+        labels = json.loads(sample["json"]) if args.no_decode else sample["labels"]
+        if args.no_decode:
+            size += len(sample["flac"]) + len(sample["json"]) + len(sample["mid"])
+            shape = f"{len(sample['flac'])} bytes of FLAC"
+        else:
+            channels, frames = sample["audio"].shape
+            audio_seconds += frames / sample["sample_rate"]
+            shape = f"audio {channels}x{frames} @ {sample['sample_rate']} Hz"
+        print(f"{count:>6}  {sample['key']}  {shape}  {labels['skill_tier']}  "
+              f"{labels['tempo_bpm']} bpm  overall {labels['overall_score']:.3f}")
+    elapsed = max(time.perf_counter() - ready, 1e-9)
+    rate = f"{count / elapsed:.1f} samples/s"
+    if args.no_decode:
+        rate += f", {size / elapsed / 1e6:.1f} MB/s"
+    else:
+        rate += f", {audio_seconds / elapsed:.0f} s of audio per second"
+    print(f"{count} samples in {elapsed:.2f} s: {rate}")
+    return 0
+
+
+def _cmd_extract(args: argparse.Namespace) -> int:
+    _without_torch()  # extract reads raw bytes; it never hands the stream to torch
+    from tqdm import tqdm
+
+    from .restore import ExtractProgress, extract
+
+    with tqdm(unit="sample", desc="extracting", disable=args.quiet, dynamic_ncols=True,
+              delay=0.5) as bar:
+        def show(state: ExtractProgress) -> None:
+            bar.total = state.total_samples
+            bar.update(state.samples - bar.n)
+            bar.set_postfix_str(f"{human_bytes(state.bytes)}/{human_bytes(state.total_bytes)}",
+                                refresh=False)
+
+        summary = extract(args.source, args.dir, split=args.split, where=args.where,
+                          token=args.token, progress=show)
+    print(f"extracted {summary}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,7 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted pack into OUT, keeping finished shards")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace a previous pack in OUT (only sousa-wds files are removed)")
+                   help="replace a previous pack in OUT (only its files are removed; refused "
+                   "in a folder that holds no sousa-wds pack)")
     p.add_argument("--no-sharding", action="store_true",
                    help="write loose audio/ and midi/ files instead of shards (small sets only: "
                    "refused beyond the Hub's 100k files per repo / 10k per folder)")
@@ -247,13 +346,16 @@ def build_parser() -> argparse.ArgumentParser:
         "get",
         help="fetch one sample by key, reading only its bytes",
         description="Read one sample's members with byte-range reads (local seek, HTTP Range "
-        "or the Hub), check its flac_sha256, and print its labels or save its files.",
+        "or the Hub), check every member's sha256, and print its labels or save its files.",
     )
     p.add_argument("source", help="packed folder, http(s) base URL, user/name or hf://datasets/...")
     p.add_argument("key", help="the sample's key (sample_id)")
     p.add_argument("--split", default=None, help="split to look in (default: all)")
     p.add_argument("--out", default=None, help="folder to write KEY.flac, KEY.mid, KEY.json")
     p.add_argument("--token", default=None, help="token for private Hub repos or HTTP mirrors")
+    p.add_argument("--retries", type=int, default=None,
+                   help="HTTP failures in a row without progress before giving up "
+                   "(default: $SOUSA_WDS_RETRIES, else 6)")
     p.set_defaults(func=_cmd_get)
 
     p = sub.add_parser(
@@ -265,11 +367,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="packed folder, http(s) base URL, user/name or hf://datasets/...")
     p.add_argument("--split", default="train", help="split to stream (default train)")
     p.add_argument("--where", default=None,
-                   help="pandas query over the metadata, e.g. \"skill_tier == 'advanced'\"")
+                   help="query over the metadata columns (comparisons, in [...], and/or/not), "
+                   "e.g. \"skill_tier == 'advanced' and tempo_bpm >= 120\"")
     p.add_argument("--limit", type=int, default=10, help="stop after N samples (default 10)")
     p.add_argument("--no-decode", action="store_true", help="raw bytes, no audio decoding")
     p.add_argument("--token", default=None, help="token for private Hub repos or HTTP mirrors")
+    p.add_argument("--retries", type=int, default=None,
+                   help="HTTP failures in a row without progress before giving up "
+                   "(default: $SOUSA_WDS_RETRIES, else 6)")
     p.set_defaults(func=_cmd_stream)
+
+    p = sub.add_parser(
+        "extract",
+        help="restore a SOUSA dataset folder (audio/, midi/, labels/) from a packed dataset",
+        description="Write the generator's own layout (audio/{rudiment}/{id}.flac, one "
+        "midi/{rudiment}/{id}.mid per augmentation group, labels/*.parquet, splits.json, "
+        "index.json) from a packed dataset, streaming it shard by shard; every file is checked "
+        "against the metadata and written atomically. Rerun the same command to resume: files "
+        "already in DIR with the right size and sha256 are kept and not downloaded again.",
+    )
+    p.add_argument("source", help="packed folder, http(s) base URL, user/name or hf://datasets/...")
+    p.add_argument("dir", help="folder to restore into (created; files of a previous run are kept)")
+    p.add_argument("--split", default=None,
+                   help="extract one split: train, validation or test (default: all)")
+    p.add_argument("--where", default=None,
+                   help="metadata query selecting samples, as in `stream --where`")
+    p.add_argument("--token", default=None, help="token for private Hub repos or HTTP mirrors")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_extract)
     return parser
 
 

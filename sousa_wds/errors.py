@@ -46,6 +46,10 @@ class MissingFile(LoaderError, FileNotFoundError):
     """A file the pack should hold is absent at the source (local folder, mirror, Hub)."""
 
 
+class ExtractError(SousaWdsError):
+    """A packed dataset cannot be restored as a SOUSA folder (unsafe names, bad bytes, target)."""
+
+
 def listing(items: Iterable[str], *, indent: str = "    ", limit: int = MAX_LISTED) -> str:
     """Items one per line, at most `limit` of them, then "... and N more"."""
     items = list(items)
@@ -75,6 +79,35 @@ class Problems:
         if self.messages:
             body = "\n".join(f"- {m}" for m in self.messages)
             raise error(f"{subject}:\n{body}")
+
+
+class ShortRead(LoaderError):
+    """A byte range ends past the end of its file: the file is truncated or is not the one the
+    metadata describes."""
+
+
+class HttpError(LoaderError):
+    """An HTTP request failed with a status that retrying does not fix (or retries ran out)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class QueryError(LoaderError, ValueError):
+    """A `where=` query string uses something outside the allowed grammar or an unknown column."""
+
+
+class IntegrityError(LoaderError):
+    """A member's bytes do not match its tar header or the sha256 in the metadata."""
+
+
+class ResumeMismatch(PackError):
+    """The interrupted pack in OUT was started from another input, options or version."""
+
+
+class PackInterrupted(PackError):
+    """A pack was stopped (Ctrl-C); finished shards stay for `--resume`."""
 
 
 class ExampleError(SousaWdsError, ValueError):

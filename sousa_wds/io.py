@@ -22,9 +22,20 @@ from .errors import PackError
 HASH_CHUNK = 1 << 20  # 1 MiB reads: large enough to keep hashlib at full speed.
 
 
+NAME_MAX = 255  # bytes in one file name on common file systems
+
+
 def temp_sibling(final: Path) -> Path:
-    """The hidden temporary name `final` is written under before the rename."""
-    return final.with_name(f".{final.name}.partial")
+    """The hidden temporary name `final` is written under before the rename.
+
+    A name too long to take the prefix and suffix is replaced by its hash, so any final name
+    the file system accepts has a temporary one too.
+    """
+    name = f".{final.name}.partial"
+    if len(os.fsencode(name)) > NAME_MAX:
+        digest = hashlib.sha256(os.fsencode(final.name)).hexdigest()
+        name = f".{digest}.partial"
+    return final.with_name(name)
 
 
 def replace_durably(temp: Path, final: Path) -> None:
@@ -51,9 +62,21 @@ def atomic_path(final: Path) -> Iterator[Path]:
     try:
         yield temp
         replace_durably(temp, final)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        if exc.filename is None:  # a full disk or a failed fsync names no file: name ours
+            raise with_filename(exc, final) from exc
+        raise
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+
+
+def with_filename(exc: OSError, path: Path) -> OSError:
+    """`exc` again, naming `path` ("No space left on device" alone does not say where)."""
+    if exc.errno is not None:
+        return OSError(exc.errno, exc.strerror or str(exc), str(path))
+    return OSError(f"cannot write {path}: {exc}")
 
 
 def write_bytes_atomic(final: Path, data: bytes) -> None:

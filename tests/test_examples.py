@@ -36,6 +36,7 @@ def test_query_metadata(packed: Path) -> None:
 def test_random_access(packed: Path, tmp_path: Path) -> None:
     out = run("random_access.py", packed, tmp_path / "out")
     assert "best-scored" in out and len(list((tmp_path / "out").iterdir())) == 3
+    assert "row 1 via load_audio: (" in out
 
 
 @pytest.mark.filterwarnings("ignore")

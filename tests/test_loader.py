@@ -24,8 +24,10 @@ import sousa_wds
 from sousa_wds.cli import main
 from sousa_wds.errors import LoaderError
 from sousa_wds.format import SPLITS
-from sousa_wds.loader import PlanConfig, _Rows, decode_audio, plan_epoch
-from sousa_wds.remote import HTTP_RUN_GAP, HttpLocation
+from sousa_wds.read.epoch import PlanConfig, plan_epoch
+from sousa_wds.read.http import HTTP_RUN_GAP
+from sousa_wds.read.location import HttpLocation
+from sousa_wds.read.samples import Rows, decode_audio
 
 from .httpserver import FolderServer
 
@@ -130,7 +132,7 @@ def test_request_log_shows_no_url_credentials_or_query(packed: Path,
     with FolderServer(packed) as srv:
         url = srv.url.replace("http://", "http://user:pw-s3cret@")
         sousa_wds.metadata(url, "train")
-        from sousa_wds.remote import HttpClient
+        from sousa_wds.read.http import HttpClient
 
         HttpClient().fetch(f"{srv.url}/manifest.json?X-Amz-Signature=sig-s3cret")
     requests = [r.getMessage() for r in caplog.records if r.name == "httpx2"]
@@ -313,7 +315,7 @@ def test_plan_gives_every_position_to_one_worker() -> None:
            for j, m in enumerate(("flac", "json", "mid"))},
         **{f"{m}_size": [100] * 22 for m in ("flac", "json", "mid")},
     })
-    rows = _Rows.from_frame(frame)
+    rows = Rows.from_frame(frame)
     for world in (1, 3, 8, 30):
         covered = Counter()
         for rank in range(world):
@@ -529,7 +531,7 @@ def test_read_errors_are_named_and_skippable(packed: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
 
-    import sousa_wds.remote as remote
+    import sousa_wds.read.location as remote
 
     real_pread, calls = remote.os.pread, []
 
@@ -608,13 +610,18 @@ def test_cli_get_and_stream(packed: Path, tmp_path: Path, members: dict,
     assert key in out and "sha256 ok" in out and '"skill_tier"' in out
     for ext in ("flac", "json", "mid"):
         assert (tmp_path / "got" / f"{key}.{ext}").read_bytes() == members[key][ext]
+    meta = sousa_wds.metadata(packed, "train")
+    expected = meta[meta.tempo_bpm >= 100].key.tolist()[:3]
+    assert len(expected) == 3  # the example has enough fast samples to test the limit
     assert main(["stream", str(packed), "--split", "train", "--where", "tempo_bpm >= 100",
                  "--limit", "3"]) == 0
     out = capsys.readouterr().out
-    assert "samples/s" in out and len([line for line in out.splitlines() if "bpm" in line]) <= 3
+    printed = [line.split()[1] for line in out.splitlines() if " bpm " in line]
+    assert printed == expected and "3 samples in" in out and "samples/s" in out
     assert main(["stream", str(packed), "--split", "test", "--no-decode", "--limit", "2"]) == 0
     out = capsys.readouterr().out
-    assert "bytes of FLAC" in out and "MB/s" in out
+    printed = [line for line in out.splitlines() if "bytes of FLAC" in line]
+    assert len(printed) == 2 and "MB/s" in out
     assert main(["get", str(packed), "no_such_key"]) == 1
     assert "no sample 'no_such_key'" in capsys.readouterr().err
 
@@ -625,3 +632,24 @@ def test_import_stays_light() -> None:
             "if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_stream_is_a_webdataset_pipeline_users_extend(packed: Path) -> None:
+    import torch
+    import webdataset as wds
+
+    meta = sousa_wds.metadata(packed, "validation")
+    ds = sousa_wds.stream(packed, "validation", shuffle=False)
+    assert isinstance(ds, wds.DataPipeline) and isinstance(ds, torch.utils.data.IterableDataset)
+    pairs = list(ds.map(lambda s: {**s, "frames": s["audio"].shape[1]}).to_tuple("key", "frames"))
+    assert pairs == list(zip(meta.key, meta.num_frames))
+    batches = list(ds.to_tuple("key", "sample_rate").batched(4))
+    assert [len(keys) for keys, _ in batches] == [4] * (len(meta) // 4) + (
+        [len(meta) % 4] if len(meta) % 4 else [])
+    assert [k for keys, _ in batches for k in keys] == meta.key.tolist()
+    assert all(list(rates) == [44100] * len(rates) for _, rates in batches)
+    train = sousa_wds.stream(packed, "train", seed=2, decode=False)
+    keys = train.map(lambda s: s["key"])  # a copy that shares the epoch with `train`
+    first = list(keys)
+    train.set_epoch(1)
+    assert list(keys) == _keys(train) != first

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -17,13 +18,13 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from sousa_wds import loose
 from sousa_wds.cli import main
-from sousa_wds.errors import PackError
+from sousa_wds.errors import PackError, ResumeMismatch
 from sousa_wds.format import LABEL_COLUMNS, MANIFEST, METADATA_SCHEMA, SPLITS, encode_record
 from sousa_wds.io import parse_size
-from sousa_wds.pack import STATE_DIR, pack
-from sousa_wds.plan import plan_shards
+from sousa_wds.pack import STATE_DIR, PackState, loose, pack, plan_shards
+from sousa_wds.pack.state import StateDir
+from sousa_wds.pack.tar import ShardResult
 from sousa_wds.source import read_dataset
 
 from .conftest import SHARD_SIZE
@@ -37,6 +38,12 @@ def _tree(root: Path) -> dict[str, bytes]:
 def _metadata(out: Path) -> list[dict]:
     return [row for split in SPLITS
             for row in pq.read_table(out / f"metadata/{split}.parquet").to_pylist()]
+
+
+def _member(out: Path, row: dict, ext: str) -> bytes:
+    with open(out / row["shard_path"], "rb") as fh:
+        fh.seek(row[f"{ext}_offset"])
+        return fh.read(row[f"{ext}_size"])
 
 
 def _sources(dataset: Path) -> dict[str, tuple[bytes, bytes, dict]]:
@@ -130,6 +137,8 @@ def test_offsets_read_back_exact_member_bytes(packed: Path, example_dataset: Pat
             assert read("flac") == flac
             assert read("mid") == midi  # the group's MIDI, shared by its samples
             assert read("json") == encode_record(record)
+            for ext in ("flac", "mid", "json"):
+                assert row[f"{ext}_sha256"] == hashlib.sha256(read(ext)).hexdigest()
         assert row["shard_path"] == f"data/{row['shard']}" == row["audio_shard"]
         assert row["audio_filename"] == f"{row['key']}.flac"
         info = sf.info(io.BytesIO(flac))
@@ -161,14 +170,18 @@ def test_metadata_has_one_schema_for_every_split(packed: Path) -> None:
 
 
 def test_label_tables_are_split_by_sample(packed: Path, example_dataset: Path) -> None:
-    source = pq.read_table(example_dataset / "labels/strokes.parquet")
-    total = 0
-    for split in SPLITS:
-        keys = set(pq.read_table(packed / f"metadata/{split}.parquet").column("key").to_pylist())
-        strokes = pq.read_table(packed / f"labels/strokes/{split}.parquet")
-        assert set(strokes.column("sample_id").to_pylist()) == keys
-        total += strokes.num_rows
-    assert total == source.num_rows
+    for table in ("strokes", "measures"):
+        source = pq.read_table(example_dataset / f"labels/{table}.parquet",
+                               columns=["sample_id", "index"]).to_pylist()
+        total = 0
+        for split in SPLITS:
+            meta = pq.read_table(packed / f"metadata/{split}.parquet")
+            keys = set(meta.column("key").to_pylist())
+            rows = pq.read_table(packed / f"labels/{table}/{split}.parquet",
+                                 columns=["sample_id", "index"]).to_pylist()
+            assert rows == [r for r in source if r["sample_id"] in keys]  # source row order
+            total += len(rows)
+        assert total == len(source)
 
 
 def test_manifest_and_index_describe_the_folder(packed: Path) -> None:
@@ -178,12 +191,23 @@ def test_manifest_and_index_describe_the_folder(packed: Path) -> None:
     assert files == on_disk
     assert sum(s["samples"] for s in manifest["splits"].values()) == 40
     index = json.loads((packed / "index/train.json").read_text())
-    assert index["wids_version"] == 1
     for entry in index["shardlist"]:
         shard = (packed / "index" / entry["url"]).resolve()
         assert shard.stat().st_size == entry["filesize"]
-    assert sum(e["nsamples"] for e in index["shardlist"]) == manifest["splits"]["train"]["samples"]
     assert not (packed / STATE_DIR).exists()
+
+
+def test_wids_reads_the_index_in_metadata_order(packed: Path, tmp_path: Path) -> None:
+    import wids
+    for split in SPLITS:
+        ds = wids.ShardListDataset(str(packed / f"index/{split}.json"),
+                                   cache_dir=str(tmp_path / split), transformations=[])
+        meta = pq.read_table(packed / f"metadata/{split}.parquet").to_pylist()
+        assert len(ds) == len(meta) > 0
+        for i in (0, len(meta) // 2, len(meta) - 1):
+            sample, row = ds[i], meta[i]
+            assert sample["__key__"] == row["key"]
+            assert sample[".json"].read() == _member(packed, row, "json")
 
 
 def test_webdataset_reads_every_sample_back(packed: Path, example_dataset: Path) -> None:
@@ -262,17 +286,24 @@ def test_resume_after_a_killed_run_is_byte_identical(
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / MANIFEST).exists()
-    assert main(["pack", str(example_dataset), str(out), "--resume", *options]) == 0
+    finished = len(list((out / STATE_DIR / "shards").glob("*.json")))
+    summary = pack(example_dataset, out, max_samples_per_shard=1, workers=1, resume=True)
+    assert summary.reused_shards >= finished >= 5  # resumed, not packed again
     assert _tree(out) == _tree(reference)
 
 
 def test_resume_refuses_other_options(example_dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    (out / STATE_DIR).mkdir(parents=True)
-    (out / STATE_DIR / "state.json").write_text(json.dumps(
-        {"fingerprint": "x", "options": {}}))
-    with pytest.raises(PackError, match="another input, with other options"):
-        pack(example_dataset, out, resume=True, progress=False)
+    ds = read_dataset(example_dataset)
+    other = plan_shards(ds.samples, seed=99).options("shards")
+    StateDir(out).start(PackState(ds.fingerprint(), other))
+    before = _tree(out)
+    with pytest.raises(ResumeMismatch, match="another input, with other options"):
+        pack(example_dataset, out, resume=True)
+    assert _tree(out) == before
+    (out / STATE_DIR / "state.json").write_text('{"fingerprint": "x"}')
+    with pytest.raises(ResumeMismatch, match="another sousa-wds version wrote it"):
+        pack(example_dataset, out, resume=True)
 
 
 def test_non_empty_out_is_refused_unless_overwrite(
@@ -306,15 +337,17 @@ def test_unreadable_flac_names_the_file_and_leaves_no_partial_shard(
     victim = sorted((dataset_copy / "audio").rglob("*.flac"))[0]
     victim.write_bytes(b"fLaC but not really")
     out = tmp_path / "out"
-    with pytest.raises(PackError, match=victim.name):
+    with pytest.raises(PackError, match=victim.name) as info:
         pack(dataset_copy, out, max_samples_per_shard=1, workers=1, progress=False)
+    assert "BytesIO" not in str(info.value)
     assert not list(out.rglob("*.partial"))
     assert not (out / MANIFEST).exists()
 
 
 def test_out_inside_the_dataset_is_refused(example_dataset: Path) -> None:
-    with pytest.raises(PackError, match="inside the source dataset"):
+    with pytest.raises(PackError, match="apart from the dataset"):
         pack(example_dataset, example_dataset / "packed", progress=False)
+    assert not (example_dataset / "packed").exists()
 
 
 # --- loose layout ----------------------------------------------------------------------------
@@ -330,9 +363,12 @@ def test_no_sharding_writes_loose_files(example_dataset: Path, tmp_path: Path) -
         assert (out / row["midi_filename"]).read_bytes() == sources[row["key"]][1]
         assert row["audio_filename"] == f"audio/{row['split']}/{row['key']}.flac"
         assert row["shard"] is None and row["flac_offset"] is None
-    assert not (out / "data").exists()
+        assert row["mid_sha256"] == hashlib.sha256(sources[row["key"]][1]).hexdigest()
+        assert row["json_sha256"] is None  # no JSON member in this layout
+    assert not (out / "data").exists() and not (out / "index").exists()
     manifest = json.loads((out / MANIFEST).read_text())
     assert manifest["layout"] == "loose"
+    assert len(_tree(out)) == 2 * len(rows) + loose.FIXED_FILES
 
 
 def test_no_sharding_refuses_beyond_hub_limits(
@@ -363,30 +399,30 @@ def test_resume_rewrites_shards_whose_samples_changed(
 ) -> None:
     """A finished shard is kept only if it holds exactly the samples the plan gives it now."""
     reference, out = tmp_path / "ref", tmp_path / "out"
-    pack(example_dataset, reference, max_samples_per_shard=2, workers=1, progress=False)
-    pack(example_dataset, out, max_samples_per_shard=2, workers=1, progress=False)
-    # Turn the finished pack back into an interrupted one whose first result lies about keys.
-    import sousa_wds.pack as pack_module
-    from sousa_wds.io import write_json_atomic
-    from sousa_wds.pack import STATE_DIR as state_dir
-
-    plan = plan_shards(read_dataset(example_dataset).samples, max_samples_per_shard=2)
-    first = plan.shards[0]
-    (out / MANIFEST).unlink()
-    shutil_state = out / state_dir / "shards"
-    shutil_state.mkdir(parents=True)
+    pack(example_dataset, reference, max_samples_per_shard=2, workers=1)
+    pack(example_dataset, out, max_samples_per_shard=2, workers=1)
+    # Turn the finished pack back into an interrupted one: true records for every shard but
+    # the first, whose record lies about its keys (and whose file is damaged).
     ds = read_dataset(example_dataset)
-    write_json_atomic(out / state_dir / "state.json", {
-        "sousa_wds": pack_module.__version__, "format_version": 1,
-        "fingerprint": ds.fingerprint(),
-        "options": plan.options() | {"layout": "shards"}})
-    fake_rows = [{"key": "someone_else"}, {"key": "another"}]
-    write_json_atomic(shutil_state / f"{first.name}.json", {
-        "name": first.name, "path": first.path, "bytes": (out / first.path).stat().st_size,
-        "sha256": "0" * 64, "rows": fake_rows})
-    summary = pack(example_dataset, out, max_samples_per_shard=2, workers=1, resume=True,
-                   progress=False)
-    assert summary.reused_shards == 0
+    plan = plan_shards(ds.samples, max_samples_per_shard=2)
+    hashes = {f["path"]: f["sha256"] for f in json.loads((out / MANIFEST).read_text())["files"]}
+    (out / MANIFEST).unlink()
+    states = StateDir(out)
+    states.start(PackState(ds.fingerprint(), plan.options("shards")))
+    fields = [n for n in METADATA_SCHEMA.names if n.endswith(("_offset", "_size", "_sha256"))]
+    fields += ["key", "index_in_shard", "sample_rate", "channels", "num_frames"]
+    for shard in plan.shards[1:]:
+        rows = [{f: r[f] for f in fields} for r in _metadata(out) if r["shard"] == shard.name]
+        states.record(ShardResult(shard.name, shard.path, (out / shard.path).stat().st_size,
+                                  hashes[shard.path], tuple(rows)))
+    first = plan.shards[0]
+    damaged = bytearray((out / first.path).read_bytes())
+    damaged[600] ^= 0xFF
+    (out / first.path).write_bytes(bytes(damaged))
+    states.record(ShardResult(first.name, first.path, len(damaged), "0" * 64,
+                              ({"key": "someone_else"}, {"key": "another"})))
+    summary = pack(example_dataset, out, max_samples_per_shard=2, workers=1, resume=True)
+    assert summary.reused_shards == len(plan.shards) - 1
     assert _tree(out) == _tree(reference)
 
 
@@ -397,3 +433,27 @@ def test_empty_dataset_is_refused(dataset_copy: Path, tmp_path: Path) -> None:
     with pytest.raises(PackError, match="no samples"):
         pack(dataset_copy, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_progress_reaches_every_sample_and_byte(example_dataset: Path, tmp_path: Path,
+                                                workers: int) -> None:
+    seen: list = []
+    pack(example_dataset, tmp_path / "out", shard_size=SHARD_SIZE, workers=workers,
+         progress=seen.append)
+    media = sum(len(f) + len(m) for f, m, _ in _sources(example_dataset).values())
+    last = seen[-1]
+    assert (last.samples, last.total_samples, last.bytes, last.total_bytes) == (
+        40, 40, media, media)
+    assert [p.samples for p in seen] == sorted(p.samples for p in seen)
+
+
+def test_library_prints_nothing_and_logs_warnings(
+    dataset_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    (dataset_copy / "audio" / "stray.flac").write_bytes(b"not listed anywhere")
+    with caplog.at_level("WARNING", logger="sousa_wds"):
+        pack(dataset_copy, tmp_path / "out", workers=1)
+    assert capsys.readouterr() == ("", "")
+    assert any("stray.flac" in r.getMessage() for r in caplog.records)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: metadata holds mid_sha256 and json_sha256 (docs/format.md)
 
 # Output split names, in the order every listing uses; the generator's names map onto them.
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
@@ -18,8 +18,8 @@ SOURCE_SPLIT_FIELDS: dict[str, str] = {
     "test": "test_profile_ids",
 }
 
-# One WebDataset key group per sample: {key}.flac, {key}.mid, {key}.json.
-# TarWriter writes members sorted by extension, so this is also their order inside the tar.
+# One WebDataset key group per sample, written in this order inside the tar (sorted by
+# extension, the order webdataset's own TarWriter would choose).
 MEMBERS: tuple[str, ...] = ("flac", "json", "mid")
 
 # Fixed tar header fields: an integer mtime keeps tarfile from adding a PAX header per member

@@ -126,6 +126,8 @@ LOCATION_COLUMNS: dict[str, pa.DataType] = {
     "json_offset": pa.int64(),
     "json_size": pa.int64(),
     "flac_sha256": pa.string(),
+    "mid_sha256": pa.string(),
+    "json_sha256": pa.string(),
     "sample_rate": pa.int64(),
     "channels": pa.int64(),
     "num_frames": pa.int64(),
@@ -157,14 +159,18 @@ def castable(source: pa.DataType, target: pa.DataType) -> bool:
 
 
 def conform(data: pa.Table | pa.RecordBatch, columns: dict[str, pa.DataType]):
-    """Select `columns` in order, cast to their canonical types, and turn float NaN into null."""
+    """Select `columns` in order, cast to their canonical types, NaN and ±Infinity to null.
+
+    JSON has no NaN or Infinity (`json_safe`), so the Parquet files hold null there too: a
+    value reads the same from `{key}.json` and from the metadata.
+    """
     arrays = []
     for name, typ in columns.items():
         col = data.column(name)
         if col.type != typ:
             col = col.cast(typ)
         if pa.types.is_floating(typ):
-            col = pc.if_else(pc.is_nan(col), pa.scalar(None, typ), col)
+            col = pc.if_else(pc.is_finite(col), col, pa.scalar(None, typ))
         arrays.append(col)
     if isinstance(data, pa.RecordBatch):
         return pa.RecordBatch.from_arrays(arrays, names=list(columns))

@@ -11,15 +11,19 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .errors import PackError
-from .format import SPLITS, TAR_BLOCK, shard_name, shard_path, tar_padded
-from .source import SourceSample
+from ..errors import PackError
+from ..format import SPLITS, TAR_BLOCK, PackOptions, shard_name, shard_path, tar_padded
+
+if TYPE_CHECKING:
+    from ..source import SourceSample
 
 # One ustar header per member plus the JSON record, whose exact size is known only when written.
 JSON_ESTIMATE = 2048
 DEFAULT_SHARD_SIZE = 1_000_000_000  # Hub guidance for WebDataset: ~1 GB shards.
 DEFAULT_SEED = 1234
+
 
 @dataclass(frozen=True)
 class ShardPlan:
@@ -51,14 +55,11 @@ class PackPlan:
     def num_samples(self) -> int:
         return sum(len(s.samples) for s in self.shards)
 
-    def options(self) -> dict:
-        """What the plan depends on besides the input: recorded in the manifest."""
-        return {
-            "shard_size": self.shard_size,
-            "max_samples_per_shard": self.max_samples_per_shard,
-            "seed": self.seed,
-            "order": self.order,
-        }
+    def options(self, layout: str) -> PackOptions:
+        """What the output depends on besides the input: recorded in the state and manifest."""
+        return PackOptions(layout=layout, shard_size=self.shard_size,
+                           max_samples_per_shard=self.max_samples_per_shard, seed=self.seed,
+                           order=self.order)
 
 
 def estimate_sample_bytes(sample: SourceSample) -> int:

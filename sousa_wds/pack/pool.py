@@ -1,0 +1,114 @@
+"""The worker pool that writes shards in parallel, and how it stops.
+
+How it works:
+- A `ProcessPoolExecutor` (forked on Linux, so workers keep the parent's imports) runs
+  `tar.write_shard` per shard; results come back in completion order, the caller records them.
+- Workers ignore SIGINT: Ctrl-C in a terminal reaches the whole process group, and only the
+  parent should act on it. They are started with SIGINT blocked, so no worker sees it before it
+  is ignored. The parent then sets a shared `stop` event; each worker checks it between two
+  samples, removes its unfinished shard and returns, and the parent waits for them: no
+  `Pool.terminate`, no worker killed while holding a queue lock, no tracebacks.
+- Progress: workers add to two shared counters; a thread in the parent reads them every
+  PROGRESS_INTERVAL_S and hands the totals on.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+
+from ..errors import PackError
+from .tar import ShardResult, ShardTask, write_shard
+
+PROGRESS_INTERVAL_S = 0.25
+
+
+def run_pool(tasks: list[ShardTask], workers: int,
+             progress: Callable[[int, int], None]) -> Iterator[ShardResult]:
+    """Write shards in worker processes, yielding each result as it is done.
+
+    `progress(samples, bytes)` gets the running totals of all workers. On any exit (an
+    error, Ctrl-C, the caller closing the generator) the workers stop between two samples.
+    """
+    # fork keeps the parent's imports (pyarrow, soundfile); elsewhere the platform default.
+    ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
+    samples, nbytes, stop = ctx.Value("q", 0), ctx.Value("q", 0), ctx.Event()
+    executor = ProcessPoolExecutor(min(workers, len(tasks)), mp_context=ctx,
+                                   initializer=_init_worker, initargs=(samples, nbytes, stop))
+    futures: list[Future] = []
+    finished = threading.Event()
+    poller = threading.Thread(target=_follow, args=(progress, samples, nbytes, finished),
+                              daemon=True)
+    try:
+        with _sigint_blocked():  # workers start with Ctrl-C blocked, then ignore it
+            futures = [executor.submit(_pool_write, task) for task in tasks]
+        poller.start()
+        for future in as_completed(futures):
+            try:
+                result = future.result()
+            except BrokenProcessPool as exc:
+                raise PackError(
+                    "a pack worker process died (killed, or out of memory?); finished shards "
+                    "are kept: rerun with --resume, with fewer --workers if memory is short"
+                ) from exc
+            yield result
+    finally:
+        stop.set()
+        for future in futures:
+            future.cancel()
+        executor.shutdown(wait=True, cancel_futures=True)
+        finished.set()
+        if poller.is_alive():
+            poller.join()
+
+
+@contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def _follow(progress: Callable[[int, int], None], samples, nbytes,
+            finished: threading.Event) -> None:
+    """Hand the workers' counters to `progress` until `finished` is set."""
+    while True:
+        last = finished.wait(PROGRESS_INTERVAL_S)
+        progress(samples.value, nbytes.value)
+        if last:
+            return
+
+
+_worker: tuple = ()
+
+
+def _init_worker(samples, nbytes, stop) -> None:
+    """Workers leave Ctrl-C to the parent, which stops them through `stop`."""
+    global _worker
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    _worker = (samples, nbytes, stop)
+
+
+def _worker_progress(n: int, size: int) -> None:
+    samples, nbytes, _ = _worker
+    with samples.get_lock():
+        samples.value += n
+    with nbytes.get_lock():
+        nbytes.value += size
+
+
+def _pool_write(task: ShardTask) -> ShardResult:
+    return write_shard(task, _worker_progress, stop=_worker[2].is_set)

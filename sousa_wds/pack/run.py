@@ -1,0 +1,234 @@
+"""`sousa-wds pack`: a SOUSA dataset folder in, a folder ready to publish out.
+
+How it works:
+- Read and validate the source, then plan every shard (`plan`), before OUT is touched: a bad
+  input leaves OUT exactly as it was. OUT must be apart from the source (compared after
+  following links, and by file identity), and `--overwrite` deletes only a previous pack's
+  files, in a folder that holds our manifest or pack state.
+- OUT is locked for the whole run (`state.out_lock`). Shards are written by `tar.write_shard`,
+  in worker processes when `workers > 1`; each shard is planned in full beforehand, so the
+  bytes do not depend on the worker count. Workers ignore Ctrl-C: the parent asks them to stop
+  between two samples, they remove their unfinished shard, and finished shards stay for
+  `--resume`.
+- Progress is explicit state in `OUT/.sousa-wds-pack/` (`state`); `--resume` recomputes the
+  plan, keeps the shards whose record and file agree, and writes the rest.
+- Metadata and labels (`tables`), indexes (`indexes`) and the card follow; `manifest.json` is
+  written last and the state folder removed, so a folder with a manifest is a finished one.
+The library prints nothing: warnings go to `logging`, progress to a `ProgressCallback`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..card import DEFAULT_REPO_ID, render_card
+from ..errors import PackError
+from ..format import (
+    CARD,
+    LABEL_TABLES,
+    SPLITS,
+    FileEntry,
+    SplitCounts,
+    index_path,
+    labels_path,
+    metadata_path,
+)
+from ..io import write_bytes_atomic
+from ..source import SourceDataset, SourceSample, read_dataset
+from .folder import check_apart, check_utf8, prepare_out
+from .indexes import build_manifest, write_indexes, write_manifest
+from .loose import check_loose_limits, write_loose
+from .plan import DEFAULT_SEED, DEFAULT_SHARD_SIZE, PackPlan, order_split, plan_shards
+from .pool import run_pool
+from .state import PackState, StateDir, out_lock
+from .tables import file_stamp, location_rows, write_label_tables, write_metadata
+from .tar import ShardResult, ShardTask, write_shard
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PackProgress:
+    """Where the media copy stands: samples and source bytes done, out of the totals."""
+
+    samples: int
+    total_samples: int
+    bytes: int
+    total_bytes: int
+
+
+ProgressCallback = Callable[[PackProgress], None]
+
+
+@dataclass(frozen=True)
+class PackSummary:
+    out: Path
+    samples: int
+    shards: int
+    files: int
+    bytes: int
+    seconds: float
+    reused_shards: int
+
+    def __str__(self) -> str:
+        return (
+            f"{self.samples} samples in {self.shards} shards ({self.reused_shards} reused), "
+            f"{self.files} files, {self.bytes / 1e6:.1f} MB in {self.seconds:.1f} s → {self.out}"
+        )
+
+
+def pack(
+    dataset_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    max_samples_per_shard: int | None = None,
+    seed: int = DEFAULT_SEED,
+    order: str = "shuffle",
+    workers: int | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    no_sharding: bool = False,
+    repo_id: str = DEFAULT_REPO_ID,
+    license: str = "other",
+    progress: ProgressCallback | None = None,
+) -> PackSummary:
+    """Pack `dataset_dir` into `out`; see the module docstring for the guarantees."""
+    started = time.perf_counter()
+    if resume and overwrite:
+        raise PackError("--resume and --overwrite exclude each other: pick one")
+    check_utf8(dataset_dir, out)
+    dataset = read_dataset(dataset_dir)
+    stamps = {table: file_stamp(dataset.label_path(table)) for table in LABEL_TABLES}
+    for warning in dataset.warnings:
+        log.warning("%s", warning)
+    if not dataset.samples:
+        raise PackError(f"{dataset.root} has no samples: nothing to pack")
+    plan = plan_shards(dataset.samples, shard_size=shard_size,
+                       max_samples_per_shard=max_samples_per_shard, seed=seed, order=order)
+    layout = "loose" if no_sharding else "shards"
+    if no_sharding:
+        check_loose_limits(dataset.samples)
+    out = Path(out).absolute()
+    check_apart(dataset.root, out)
+    state = PackState(dataset.fingerprint(), plan.options(layout))
+    with out_lock(out):
+        states = StateDir(out)
+        finished = prepare_out(out, state, plan, states, resume=resume, overwrite=overwrite)
+        if no_sharding:
+            rows, media, shard_counts = _write_loose_layout(dataset, plan, out, progress)
+        else:
+            rows, media, shard_counts = _write_shard_layout(
+                dataset, plan, out, states, finished, workers or os.cpu_count() or 1, progress)
+        splits = {split: SplitCounts(samples=len(rows[split]), shards=shard_counts[split],
+                                     bytes=_member_bytes(rows[split])) for split in SPLITS}
+        write_metadata(dataset, out, rows)
+        write_label_tables(dataset, out, stamps)
+        files = _write_card_and_manifest(dataset, out, state, splits, media,
+                                         repo_id=repo_id, license=license)
+        shutil.rmtree(states.root)
+    return PackSummary(
+        out=out, samples=plan.num_samples, shards=sum(shard_counts.values()),
+        files=len(files) + 1, bytes=sum(f.bytes for f in files),
+        seconds=time.perf_counter() - started, reused_shards=len(finished),
+    )
+
+
+def _member_bytes(rows: Sequence[dict]) -> int:
+    return sum(r["flac_size"] + r["mid_size"] + (r["json_size"] or 0) for r in rows)
+
+
+def _write_card_and_manifest(
+    dataset: SourceDataset, out: Path, state: PackState, splits: dict[str, SplitCounts],
+    media: dict[str, str | None], *, repo_id: str, license: str,
+) -> tuple[FileEntry, ...]:
+    """The card, then the manifest of every file; returns the manifest's file entries."""
+    summary = dataset.summary()
+    card = render_card({s: c.to_dict() for s, c in splits.items()}, repo_id=repo_id,
+                       license=license, layout=state.options.layout,
+                       rudiments=summary["rudiments"], profiles=summary["profiles"])
+    write_bytes_atomic(out / CARD, card.encode("utf-8"))
+    paths = [*media, CARD]
+    for split in SPLITS:
+        paths.append(metadata_path(split))
+        paths += [labels_path(table, split) for table in LABEL_TABLES]
+        if state.options.layout == "shards":
+            paths.append(index_path(split))
+    manifest = build_manifest(out, paths, {p: h for p, h in media.items() if h},
+                              fingerprint=state.fingerprint, options=state.options,
+                              splits=splits)
+    write_manifest(out, manifest)
+    return manifest.files
+
+
+# --- writing media: shards (in worker processes) or loose files -----------------------------
+
+class _Tracker:
+    """Counts samples and bytes done and hands snapshots to the caller's callback."""
+
+    def __init__(self, samples: Sequence[SourceSample], callback: ProgressCallback | None):
+        self._callback = callback
+        self._total = len(samples)
+        self._total_bytes = sum(s.audio_bytes + s.midi_bytes for s in samples)
+        self._lock = threading.Lock()
+        self.samples = self.bytes = 0
+        self.set(0, 0)
+
+    def add(self, samples: int, nbytes: int) -> None:
+        self.set(self.samples + samples, self.bytes + nbytes)
+
+    def set(self, samples: int, nbytes: int) -> None:
+        with self._lock:
+            self.samples, self.bytes = samples, nbytes
+            if self._callback:
+                self._callback(PackProgress(samples, self._total, nbytes, self._total_bytes))
+
+
+# Per split: location rows; then every media file with its sha256 if known; shards per split.
+Written = tuple[dict[str, list[dict]], dict[str, str | None], dict[str, int]]
+
+
+def _write_loose_layout(dataset: SourceDataset, plan: PackPlan, out: Path,
+                        progress: ProgressCallback | None) -> Written:
+    tracker = _Tracker(dataset.samples, progress)
+    rows = {split: write_loose(order_split(dataset.split(split), split, plan.seed, plan.order),
+                               dataset.root, out, tracker.add)
+            for split in SPLITS}
+    media = {r[name]: None for split_rows in rows.values() for r in split_rows
+             for name in ("audio_filename", "midi_filename")}
+    return rows, media, dict.fromkeys(SPLITS, 0)
+
+
+def _write_shard_layout(
+    dataset: SourceDataset, plan: PackPlan, out: Path, states: StateDir,
+    finished: dict[str, ShardResult], workers: int, progress: ProgressCallback | None,
+) -> Written:
+    """Write the shards not finished yet, recording each; then the wids indexes."""
+    todo = [s for s in plan.shards if s.name not in finished]
+    tasks = [
+        ShardTask(split=s.split, name=s.name, path=s.path, samples=s.samples,
+                  records=dataset.label_rows(s.samples), source_root=str(dataset.root),
+                  out_root=str(out))
+        for s in todo
+    ]
+    results = dict(finished)
+    tracker = _Tracker([x for s in todo for x in s.samples], progress)
+    if workers <= 1 or len(tasks) <= 1:
+        done: Iterator[ShardResult] = (write_shard(t, tracker.add) for t in tasks)
+    else:
+        done = run_pool(tasks, workers, tracker.set)
+    for result in done:
+        states.record(result)
+        results[result.name] = result
+    by_split = {split: [results[s.name] for s in plan.split_shards(split)] for split in SPLITS}
+    write_indexes(out, by_split)
+    rows = {split: location_rows(by_split[split]) for split in SPLITS}
+    media: dict[str, str | None] = {r.path: r.sha256 for r in results.values()}
+    return rows, media, {split: len(by_split[split]) for split in SPLITS}

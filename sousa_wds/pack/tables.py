@@ -1,0 +1,189 @@
+"""The Parquet tables of a pack: per-split metadata and the stroke/measure label tables.
+
+How it works:
+- `metadata/{split}.parquet` joins each sample's labels with the location rows the shard
+  writer returned (shard, offsets, sizes, hashes), in shard order, under one fixed schema
+  (`format.METADATA_SCHEMA`) so every split and every release agree.
+- `labels/{strokes,measures}/{split}.parquet` are streamed from the source in record batches
+  and routed by sample_id: tens of millions of stroke rows never sit in memory at once. A
+  label file that changed since the check (a sample_id the dataset does not have, or another
+  size or mtime) stops the run with the file named.
+All files are written to a temporary name and renamed; Parquet is written without timestamps,
+so the same input gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..errors import PackError
+from ..format import (
+    LABEL_COLUMNS,
+    LABEL_TABLE_COLUMNS,
+    LOCATION_COLUMNS,
+    METADATA_SCHEMA,
+    SPLITS,
+    conform,
+    labels_path,
+    metadata_path,
+)
+from ..io import atomic_path, replace_durably, temp_sibling
+from ..source import SourceDataset, SourceSample, stream_parquet
+from .tar import ShardResult
+
+# Row groups small enough that a reader filtering by a few columns skips most of the file.
+ROW_GROUP_SIZE = 10_000
+STREAM_BATCH_ROWS = 16_384  # bounds memory: a few MB of stroke rows at a time
+LABEL_ROW_GROUP_ROWS = 131_072  # stroke rows per row group: ~2 MB, a few hundred per split
+PARQUET_OPTIONS = {"compression": "zstd", "write_statistics": True, "store_schema": True}
+
+# (inode, size, mtime) of a label file: how a change since the check is noticed.
+FileStamp = tuple[int, int, int]
+
+
+def file_stamp(path: Path) -> FileStamp:
+    st = os.stat(path)
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def metadata_table(
+    dataset: SourceDataset, split: str, samples: Sequence[SourceSample],
+    locations: Sequence[dict],
+) -> pa.Table:
+    """Labels + location columns, one row per sample, in the order given."""
+    labels = dataset.label_rows(samples)
+    columns = {name: labels.column(name) for name in LABEL_COLUMNS}
+    for name, typ in LOCATION_COLUMNS.items():
+        if name == "split":
+            values: list = [split] * len(samples)
+        else:
+            values = [loc[name] for loc in locations]
+        columns[name] = pa.array(values, typ)
+    return pa.table(columns, schema=METADATA_SCHEMA)
+
+
+def location_rows(results: Iterable[ShardResult]) -> list[dict]:
+    """Flatten shard results into metadata location rows (adds the shard naming columns)."""
+    return [
+        row | {
+            "shard": result.name,
+            "shard_path": result.path,
+            "audio_shard": result.path,
+            "audio_filename": f"{row['key']}.flac",
+            "midi_shard": result.path,
+            "midi_filename": f"{row['key']}.mid",
+        }
+        for result in results
+        for row in result.rows
+    ]
+
+
+def write_parquet(table: pa.Table, final: Path) -> None:
+    with atomic_path(final) as temp:
+        pq.write_table(table, temp, row_group_size=ROW_GROUP_SIZE, **PARQUET_OPTIONS)
+
+
+def write_metadata(
+    dataset: SourceDataset, out: Path, rows_by_split: dict[str, list[dict]]
+) -> None:
+    samples_by_key = {s.key: s for s in dataset.samples}
+    for split in SPLITS:
+        locations = rows_by_split[split]
+        samples = [samples_by_key[row["key"]] for row in locations]
+        write_parquet(metadata_table(dataset, split, samples, locations),
+                      out / metadata_path(split))
+
+
+class _LabelSplitWriter:
+    """One split's label table: batches gathered into row groups, written under a temp name."""
+
+    def __init__(self, final: Path, schema: pa.Schema) -> None:
+        self.final = final
+        self.temp = temp_sibling(final)
+        self.temp.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = pq.ParquetWriter(self.temp, schema, **PARQUET_OPTIONS)
+        self._pending: list[pa.RecordBatch] = []
+        self._rows = 0
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        self._pending.append(batch)
+        self._rows += batch.num_rows
+        if self._rows >= LABEL_ROW_GROUP_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._writer.write_table(pa.Table.from_batches(self._pending),
+                                     row_group_size=LABEL_ROW_GROUP_ROWS)
+            self._pending, self._rows = [], 0
+
+    def finish(self) -> None:
+        self._flush()
+        self._writer.close()
+        replace_durably(self.temp, self.final)
+
+    def abandon(self) -> None:
+        self._writer.close()
+        self.temp.unlink(missing_ok=True)
+
+
+def write_label_tables(dataset: SourceDataset, out: Path,
+                       stamps: dict[str, FileStamp]) -> None:
+    """Split strokes and measures per split, streaming batches from the source files.
+
+    `stamps` holds each label file's stamp from before the dataset was read; a file whose
+    stamp differs now, or that names a sample the dataset lacks, was rewritten meanwhile.
+    """
+    split_of = {s.key: SPLITS.index(s.split) for s in dataset.samples}
+    for table, columns in LABEL_TABLE_COLUMNS.items():
+        path = dataset.label_path(table)
+        schema = pa.schema([pa.field(n, t) for n, t in columns.items()])
+        writers: list[_LabelSplitWriter] = []
+        try:
+            for split in SPLITS:
+                writers.append(_LabelSplitWriter(out / labels_path(table, split), schema))
+            for batch in stream_parquet(path).iter_batches(batch_size=STREAM_BATCH_ROWS,
+                                                           columns=list(columns)):
+                _route(conform(batch, columns), split_of, writers, path)
+            _check_unchanged(path, stamps[table])
+            for writer in writers:
+                writer.finish()
+        except BaseException:
+            for writer in writers:
+                writer.abandon()
+            raise
+
+
+def _route(batch: pa.RecordBatch, split_of: dict[str, int],
+           writers: list[_LabelSplitWriter], path: Path) -> None:
+    """Send each row to its split's writer.
+
+    Rows follow the samples' order, so a batch holds a few dozen samples: their split is
+    looked up once each, and rows are routed with a small per-batch lookup.
+    """
+    ids = batch.column("sample_id")
+    present = pc.unique(ids)
+    unknown = [k for k in present.to_pylist() if k not in split_of]
+    if unknown:
+        raise PackError(f"{path} names samples the dataset does not have ({unknown[:3]}): it "
+                        "changed since it was checked. Run `sousa-wds check` again, then pack "
+                        "with --overwrite.")
+    codes = pa.array([split_of[k] for k in present.to_pylist()], pa.int8())
+    row_split = pc.take(codes, pc.index_in(ids, value_set=present))
+    for code, writer in enumerate(writers):
+        part = batch.filter(pc.equal(row_split, code))
+        if part.num_rows:
+            writer.add(part)
+
+
+def _check_unchanged(path: Path, stamp: FileStamp) -> None:
+    if file_stamp(path) != stamp:
+        raise PackError(f"{path} changed while packing (its size or modification time "
+                        "differs from when the dataset was read). Let the generator finish, "
+                        "then run `sousa-wds check` and pack again with --overwrite.")

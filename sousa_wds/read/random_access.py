@@ -1,0 +1,209 @@
+"""Random access: one sample, or one member of it, by key or metadata row, with one range read.
+
+How it works:
+- `SampleMap(source, split)` reads the split's metadata once and maps keys (and row numbers: it
+  is a torch map-style Dataset) to samples; each lookup reads the sample's three members and
+  their tar headers with one range request and checks every member's sha256 column.
+- `load_audio` / `load_midi` serve the seed's consumers, who hold a row of `load_dataset(repo)`
+  (a dict), a pandas row, or a key: with the row's location columns (`shard_path`,
+  `flac_offset`, `flac_size`, `flac_sha256`, ...) they read just that member and its header,
+  one request; given a key, they look it up in the metadata first (read once per source).
+- Locations are cached per (source, revision, token), so repeated calls reuse one connection
+  pool (HTTP keep-alive) and, for the Hub, one resolved commit. Thread safety: the functions may
+  be called from several threads; the cache is locked, each call opens its own range, and the
+  process's httpx2 client is thread-safe. A forked process (DataLoader worker) opens its own
+  connections.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import soundfile
+
+from ..errors import LoaderError
+from ..format import SPLITS, key_problem, pack_path_problem
+from .dataset import PackedDataset, packed
+from .samples import Decoding, Rows, SampleReader
+
+
+class SampleMap(Mapping[str, dict]):
+    """Samples by key, each read with one byte-range request and checked against the metadata's
+    sha256 of every member.
+
+    An integer index gives the sample of that metadata row, so this is also a torch map-style
+    Dataset. `metadata` holds the rows (labels and locations) of the split(s).
+    """
+
+    def __init__(self, source: Any, split: str | None = None, *, decode: bool = True,
+                 mono: bool = False, midi: Literal["bytes", "mido"] = "bytes",
+                 tensors: bool = False, token: str | bool | None = None) -> None:
+        dataset = packed(source, token)
+        dataset.require_shards()
+        frames = [dataset.frame(s) for s in ([split] if split else SPLITS)]
+        self.metadata = pd.concat(frames, ignore_index=True)
+        rows = Rows.from_frame(self.metadata)
+        self.reader = SampleReader(dataset.location, rows, Decoding(decode, mono, midi, tensors),
+                                   verify=True)
+        self._index = {key: i for i, key in enumerate(rows.keys)}
+        self._where = f"{dataset.location.description} ({split or ', '.join(SPLITS)})"
+
+    def position(self, key: str) -> int:
+        try:
+            return self._index[key]
+        except KeyError:
+            raise KeyError(f"no sample {key!r} in {self._where}") from None
+
+    def __getitem__(self, key: str | int) -> dict[str, Any]:
+        row = int(key) if isinstance(key, (int, np.integer)) else self.position(key)
+        if not 0 <= row < len(self._index):
+            raise IndexError(f"row {row} is outside 0..{len(self._index) - 1}")
+        _, parts = next(self.reader.read(np.array([row])))
+        if isinstance(parts, LoaderError):
+            raise parts
+        return self.reader.load(row, parts) | {"padding": False}
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._index
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+
+def find(dataset: PackedDataset, key: str, split: str | None = None,
+         **options: Any) -> tuple[SampleMap, str]:
+    """The SampleMap of the split holding `key`, and the split's name."""
+    for name in [split] if split else SPLITS:
+        view = SampleMap(dataset, name, **options)
+        if key in view:
+            return view, name
+    raise LoaderError(f"no sample {key!r} in {dataset.location.description} "
+                      f"({split or ', '.join(SPLITS)}); keys are sample_ids, e.g. from "
+                      "`sousa-wds stream` or the metadata's key column")
+
+
+def get_sample(source: Any, key: str, *, split: str | None = None, decode: bool = True,
+               mono: bool = False, midi: Literal["bytes", "mido"] = "bytes",
+               tensors: bool = False, token: str | bool | None = None) -> dict[str, Any]:
+    """One sample by key, reading only its bytes (plus the metadata to find them). For many
+    lookups, keep a SampleMap: it reads the metadata once."""
+    view, _ = find(packed(source, token), key, split, decode=decode, mono=mono, midi=midi,
+                   tensors=tensors)
+    return view[key]
+
+
+# --- One member, for the seed's consumers -----------------------------------------------------
+
+_lock = threading.Lock()
+_datasets: dict[tuple[Any, ...], PackedDataset] = {}
+_keys: dict[int, dict[str, tuple[str, int]]] = {}  # id(dataset) → key → (split, row)
+
+
+def _dataset(repo_id: str | None, source: Any, revision: str | None,
+             token: str | bool | None) -> PackedDataset:
+    """The cached PackedDataset for these arguments (one connection pool, one Hub commit)."""
+    target = source if source is not None else repo_id
+    if target is None:
+        raise LoaderError("say where the pack is: load_audio(sample, repo_id='USER/NAME') or "
+                          "source= (a packed folder, an http(s) URL or hf://datasets/USER/NAME)")
+    if isinstance(target, PackedDataset):
+        return target
+    target = os.fspath(target)
+    if revision is not None:
+        if "@" in target.rpartition("/")[2]:
+            raise LoaderError(f"{target} already names a revision; drop revision={revision!r}")
+        target = f"{target}@{revision}"
+    cache_key = (target, token, os.environ.get("HF_ENDPOINT"))  # the Hub it means may change
+    with _lock:
+        if cache_key not in _datasets:
+            _datasets[cache_key] = packed(target, token)
+        return _datasets[cache_key]
+
+
+def _row_by_key(dataset: PackedDataset, key: str) -> pd.DataFrame:
+    with _lock:
+        index = _keys.get(id(dataset))
+        if index is None:
+            index = {k: (split, i) for split in SPLITS
+                     for i, k in enumerate(dataset.frame(split)["key"])}
+            _keys[id(dataset)] = index
+    if key not in index:
+        raise LoaderError(f"no sample {key!r} in {dataset.location.description}; keys are "
+                          "sample_ids (the metadata's key column)")
+    split, row = index[key]
+    return dataset.frame(split).iloc[[row]]
+
+
+def _row(sample: Any, dataset: PackedDataset, member: str) -> pd.DataFrame:
+    """`sample` (a key, a dict such as a `datasets` row, or a pandas row) as a one-row frame
+    with the member's location; the row's own columns when it has them all."""
+    if isinstance(sample, str):
+        return _row_by_key(dataset, sample)
+    if not isinstance(sample, (Mapping, pd.Series)):
+        raise LoaderError(f"sample must be a key, a dict (a datasets row) or a pandas row, not "
+                          f"{type(sample).__name__}")
+    needed = ("key", "shard_path", f"{member}_offset", f"{member}_size", f"{member}_sha256")
+    if all(name in sample for name in needed):
+        row = {name: sample[name] for name in needed}
+        problem = pack_path_problem(str(row["shard_path"])) or key_problem(row["key"])
+        if problem:
+            raise LoaderError(f"sample {row['key']!r}: shard_path {row['shard_path']!r} or key "
+                              f"{problem}; pass an unmodified metadata row or the key")
+        return pd.DataFrame([row])
+    for name in ("key", "sample_id"):
+        if name in sample:
+            return _row_by_key(dataset, str(sample[name]))
+    raise LoaderError(f"the sample has neither the location columns ({', '.join(needed)}) nor "
+                      "a key: pass a metadata row, a datasets row of the pack, or the key")
+
+
+def _member(sample: Any, member: str, repo_id: str | None, source: Any, revision: str | None,
+            token: str | bool | None) -> bytes:
+    """One member's bytes: one range request (its tar header and data), sha256 checked."""
+    dataset = _dataset(repo_id, source, revision, token)
+    dataset.require_shards()
+    rows = Rows.from_frame(_row(sample, dataset, member), members=(member,))
+    reader = SampleReader(dataset.location, rows, None, verify=True)
+    if member not in rows.sha256:
+        raise LoaderError(f"{dataset.location.description}: the metadata has no {member}_sha256 "
+                          "column to check the bytes against (a pack of an older format: "
+                          "re-pack it)")
+    _, parts = next(reader.read(np.array([0])))
+    if isinstance(parts, LoaderError):
+        raise parts
+    return reader.check(0, parts)[member]
+
+
+def load_audio(sample: Any, repo_id: str | None = None, *, source: Any = None,
+               revision: str | None = None, token: str | bool | None = None
+               ) -> tuple[np.ndarray, int]:
+    """`(audio, sample_rate)` of one sample exactly as `soundfile.read` returns them for its FLAC
+    (float64, (frames, channels); 1-D for mono), reading only that member.
+
+    `sample`: a row of `datasets.load_dataset(repo)` or of `metadata()`, or a key. `repo_id` (a
+    Hub dataset) or `source` (a packed folder, http(s) URL, `hf://datasets/...`) says where.
+    """
+    flac = _member(sample, "flac", repo_id, source, revision, token)
+    return soundfile.read(io.BytesIO(flac))
+
+
+def load_midi(sample: Any, repo_id: str | None = None, *, source: Any = None,
+              revision: str | None = None, token: str | bool | None = None,
+              as_mido: bool = False) -> Any:
+    """The sample's MIDI bytes (a `mido.MidiFile` with as_mido=True), reading only that member.
+    Arguments as for `load_audio`."""
+    data = _member(sample, "mid", repo_id, source, revision, token)
+    if not as_mido:
+        return data
+    import mido
+
+    return mido.MidiFile(file=io.BytesIO(data))

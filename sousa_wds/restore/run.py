@@ -1,0 +1,234 @@
+"""`sousa-wds extract`: a packed dataset in, the generator's SOUSA folder out.
+
+How it works:
+- Read before writing: the manifest, the selected metadata rows (`sousa_wds.metadata` and the
+  stream's `where`), and the split's label tables, staged in `DIR/.sousa-wds-extract/` and
+  checked against the manifest. The plan (`plan`) fixes every file; an unsafe key or slug
+  stops the run before DIR holds a single media file.
+- Resume from the data: a media file already in DIR with the planned size and sha256
+  (`flac_sha256`, and `mid_sha256` when the pack has it) is kept and its sample not read
+  again. Only the rest is streamed, split by split, shard by shard, with
+  `sousa_wds.stream(..., decode=False, shuffle=False)`: one sample's bytes at a time.
+- Each file is checked against the metadata before it is written, and written atomically, so
+  an interrupted run leaves only complete, correct files; rerun the same command to finish.
+- The label files (`labels`) are written last, then the staging folder is removed.
+Progress goes to a callback; nothing is printed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pandas as pd
+
+from .. import metadata, stream  # the public reader API: its selection and checks apply
+from ..errors import ExtractError, listing
+from ..format import LABEL_TABLE_COLUMNS, SPLITS, labels_path
+from ..io import file_sha256, write_bytes_atomic
+from . import access
+from .labels import label_ids, write_labels
+from .plan import ExtractPlan, MediaFile, PlannedSample, plan_extract, restore_order, source_order
+
+STAGING = ".sousa-wds-extract"
+
+
+@dataclass(frozen=True)
+class ExtractProgress:
+    """Where a running extract stands; handed to the progress callback after each sample."""
+
+    samples: int  # samples whose media are in place
+    total_samples: int
+    bytes: int  # media bytes written by this run
+    total_bytes: int  # media bytes this run has to write
+
+
+@dataclass(frozen=True)
+class ExtractSummary:
+    out: Path
+    samples: int
+    written: int  # media files written by this run
+    reused: int  # media files already in place and correct
+    bytes_written: int
+    seconds: float
+
+    def __str__(self) -> str:
+        return (f"{self.samples} samples → {self.out}: {self.written} media files written "
+                f"({self.bytes_written / 1e6:.1f} MB), {self.reused} already in place, "
+                f"in {self.seconds:.1f} s")
+
+
+Progress = Callable[[ExtractProgress], None]
+
+
+def extract(
+    source: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    split: str | None = None,
+    where: Any = None,
+    token: str | bool | None = None,
+    progress: Progress | None = None,
+) -> ExtractSummary:
+    """Restore the SOUSA folder of a packed dataset into `out`; rerun to resume.
+
+    `source`: packed folder, http(s) base URL, `user/name[@rev]` or `hf://datasets/...`;
+    `split`: one split (default all); `where`: the selection `sousa_wds.stream` takes.
+    """
+    started = time.perf_counter()
+    splits = _splits(split)
+    out = _target(source, out)
+    location = access.open_source(source, token)
+    manifest = access.read_manifest(location)
+    if manifest.layout != "shards":
+        raise ExtractError(f"{location.description} uses the {manifest.layout!r} layout; extract "
+                           "reads tar shards (pack without --no-sharding)")
+    selected = {s: access.select(metadata(location, s), where) for s in splits}
+    # Names are checked, and an empty selection refused, before DIR is touched.
+    if not plan_extract(selected).samples:
+        raise ExtractError(f"no sample of {location.description} ({', '.join(splits)}) matches "
+                           f"where={where!r}; nothing to extract")
+    staging = out / STAGING
+    staged = {(table, s): access.fetch(location, manifest, labels_path(table, s),
+                                       staging / labels_path(table, s))
+              for s in splits for table in LABEL_TABLE_COLUMNS}
+    frames = {s: _in_source_order(selected[s], s, staged) for s in splits}
+    plan = plan_extract(frames)
+    writer = _MediaWriter(out, plan, progress)
+    for s in splits:
+        if writer.keys[s]:
+            writer.write(_stream(location, s, writer.keys[s]))
+    writer.check_complete(location.description)
+    rows = pd.concat([frames[s] for s in splits], ignore_index=True)
+    write_labels(out, plan, rows, staged)
+    shutil.rmtree(staging)
+    return ExtractSummary(out, len(plan.samples), writer.written, writer.reused,
+                          writer.bytes_written, time.perf_counter() - started)
+
+
+def _splits(split: str | None) -> tuple[str, ...]:
+    if split is None:
+        return SPLITS
+    if split not in SPLITS:
+        raise ExtractError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    return (split,)
+
+
+def _target(source: Any, out: str | os.PathLike[str]) -> Path:
+    """DIR, refused when it would mix the generator's folders into the pack being read."""
+    out = Path(out).absolute()
+    if out.exists() and not out.is_dir():
+        raise ExtractError(f"{out} exists and is not a folder; choose a folder to extract into")
+    if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
+        pack = Path(source).resolve()
+        if out.resolve() == pack or pack in out.resolve().parents:
+            raise ExtractError(f"{out} is inside the pack {pack} being extracted (its audio/ and "
+                               "labels/ would become part of the pack); choose a folder outside it")
+    return out
+
+
+def _in_source_order(frame: pd.DataFrame, split: str,
+                     staged: dict[tuple[str, str], Path]) -> pd.DataFrame:
+    """`frame`'s rows in the generator's order, read off the split's label rows (see `plan`)."""
+    order = source_order(ids for table in LABEL_TABLE_COLUMNS
+                         for ids in label_ids(staged[table, split]))
+    return restore_order(frame, order).reset_index(drop=True)
+
+
+def _stream(location: Any, split: str, keys: set[str]) -> Any:
+    """The samples `keys` of `split`, raw, in shard order, one at a time."""
+    return stream(location, split, where=lambda frame: frame["key"].isin(keys), decode=False,
+                  shuffle=False, rank=0, world_size=1)
+
+
+class _MediaWriter:
+    """Writes each planned media file once, checked and atomically; knows what is in place."""
+
+    def __init__(self, out: Path, plan: ExtractPlan, progress: Progress | None) -> None:
+        self.out = out
+        self.progress = progress
+        self.by_key = {s.key: s for s in plan.samples}
+        self.files = media = plan.media()
+        self.done = {path for path, m in media.items() if self._in_place(m)}
+        self.reused = len(self.done)
+        self.written = 0
+        self.bytes_written = 0
+        self._sha: dict[str, str] = {}  # files written by this run: a MIDI without mid_sha256
+        # must come out the same from every member of its group
+        self.keys = _to_read(plan, self.done)
+        pending = sum(len(k) for k in self.keys.values())
+        self._state = ExtractProgress(
+            len(plan.samples) - pending, len(plan.samples), 0,
+            sum(m.size for path, m in media.items() if path not in self.done))
+        self._report()
+
+    def _path(self, media: MediaFile) -> Path:
+        return self.out.joinpath(*PurePosixPath(media.path).parts)
+
+    def _in_place(self, media: MediaFile) -> bool:
+        path = self._path(media)
+        if not path.is_file() or path.stat().st_size != media.size:
+            return False
+        return media.sha256 is None or file_sha256(path) == media.sha256
+
+    def write(self, samples: Any) -> None:
+        for raw in samples:
+            sample = self.by_key[raw["key"]]
+            self._put(sample, sample.audio, raw["flac"])
+            self._put(sample, sample.midi, raw["mid"])
+            self._state = replace(self._state, samples=self._state.samples + 1,
+                                  bytes=self.bytes_written)
+            self._report()
+
+    def check_complete(self, description: str) -> None:
+        """Every planned file is in place: a stream that skipped a sample must not pass."""
+        missing = sorted(set(self.files) - self.done)
+        if missing:
+            raise ExtractError(f"{description} did not deliver every selected sample; missing:"
+                               f"{listing(missing)}\nRerun to resume; if it persists, check the "
+                               "pack with `sousa-wds verify --deep`")
+
+    def _put(self, sample: PlannedSample, media: MediaFile, data: bytes) -> None:
+        sha = hashlib.sha256(data).hexdigest()
+        expected = media.sha256 or self._sha.get(media.path)
+        if len(data) != media.size or (expected is not None and sha != expected):
+            what = ("the metadata's flac_sha256" if media is sample.audio else
+                    "the metadata's mid_sha256" if media.sha256 else "its group's MIDI")
+            raise ExtractError(
+                f"sample {sample.key} ({sample.split}): its {PurePosixPath(media.path).suffix} "
+                f"member does not match {what} ({len(data)} bytes, sha256 {sha[:12]}...). The "
+                "shard is damaged or not the one the metadata describes: re-download or re-pack "
+                "it (`sousa-wds verify --deep` checks every file), then rerun to resume")
+        if media.path in self.done:
+            return
+        write_bytes_atomic(self._path(media), data)
+        self.done.add(media.path)
+        self._sha[media.path] = sha
+        self.written += 1
+        self.bytes_written += len(data)
+
+    def _report(self) -> None:
+        if self.progress is not None:
+            self.progress(self._state)
+
+
+def _to_read(plan: ExtractPlan, done: set[str]) -> dict[str, set[str]]:
+    """Keys to read per split: each missing audio file's sample, and for a missing MIDI file
+    whose group has no such sample, the group's first sample."""
+    keys: dict[str, set[str]] = {split: set() for split in SPLITS}
+    covered = set(done)
+    for s in plan.samples:
+        if s.audio.path not in done:
+            keys[s.split].add(s.key)
+            covered.add(s.midi.path)
+    for s in plan.samples:
+        if s.midi.path not in covered:
+            keys[s.split].add(s.key)
+            covered.add(s.midi.path)
+    return keys
