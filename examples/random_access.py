@@ -1,6 +1,7 @@
 """Fetch single samples by key, reading only their bytes (a seek, an HTTP Range request).
 
-    python examples/random_access.py PACKED_FOLDER_OR_REPO [OUT_DIR]
+    python examples/random_access.py PACKED_FOLDER_OR_REPO
+    python examples/random_access.py PACKED_FOLDER_OR_REPO OUT_DIR   # writes its files too
 
 How it works: the metadata gives each sample's shard and the byte offset of each member, so
 `SampleMap` reads one byte range per sample and checks every member against its sha256. A

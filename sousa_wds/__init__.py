@@ -24,7 +24,12 @@ _READ_EXPORTS = {
 # package is not named `extract`: importing it would rebind sousa_wds.extract to the module).
 _EXTRACT_EXPORTS = ("extract",)
 
-__all__ = ["SousaWdsError", "__version__", *_READ_EXPORTS, *_EXTRACT_EXPORTS]
+# Pack checking and publishing entry points: name -> module holding it (see __getattr__; the
+# check package is `verification`, so importing it never rebinds sousa_wds.verify).
+_PUBLISH_EXPORTS = {"verify": ".verification", "upload": ".publish.upload",
+                    "verify_remote": ".publish.upload", "push": ".publish.push"}
+
+__all__ = ["SousaWdsError", "__version__", *_READ_EXPORTS, *_EXTRACT_EXPORTS, *_PUBLISH_EXPORTS]
 
 
 def __getattr__(name: str) -> Any:
@@ -36,4 +41,8 @@ def __getattr__(name: str) -> Any:
         from . import restore
 
         return getattr(restore, name)
+    if name in _PUBLISH_EXPORTS:
+        from importlib import import_module
+
+        return getattr(import_module(_PUBLISH_EXPORTS[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

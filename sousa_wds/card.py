@@ -1,10 +1,16 @@
 """The dataset card (README.md): YAML configs and pinned features, then a usage guide.
 
-The YAML is what makes `datasets.load_dataset(repo)` and the Hub viewer work: one config per
-view of the data (`default` = the tar shards, `metadata`, `strokes`, `measures`) and, for each,
-`dataset_info.features` pinned from `sousa_wds.format`, so `datasets` never guesses a type from
-the first five examples (it would type an all-null score column as null and fail later).
-The YAML is rendered by huggingface_hub's `DatasetCardData`; the card holds no timestamps.
+How it works:
+- Every config is Parquet, so `datasets` (which picks one builder per repo,
+  huggingface/datasets#7101) and the Hub viewer load each of them: `default` = the metadata
+  (`load_dataset(repo)` gives one row per sample, a few MB), `strokes` and `measures` = the label
+  tables, `preview` = a few samples with playable audio (`preview.py`). The tar shards are not a
+  config: the card shows three ways to stream them.
+- Each config's `dataset_info.features` is derived from `sousa_wds.format` (and
+  `preview.PREVIEW_SCHEMA`), so `datasets` never guesses a type from the first rows and every
+  split has one schema.
+- The YAML is rendered by huggingface_hub's `DatasetCardData`; the card holds no timestamps, and
+  its code blocks are run by tests/test_snippets.py against a test Hub.
 """
 
 from __future__ import annotations
@@ -14,14 +20,16 @@ from collections.abc import Mapping
 import pyarrow as pa
 
 from .format import (
-    LABEL_COLUMNS,
+    FORMAT_VERSION,
     LABEL_TABLE_COLUMNS,
     METADATA_SCHEMA,
     SPLITS,
     labels_path,
     metadata_path,
+    preview_path,
 )
 from .io import human_bytes
+from .preview import AUDIO_TYPE, PREVIEW_SCHEMA
 
 DEFAULT_REPO_ID = "USER/SOUSA"
 
@@ -36,7 +44,8 @@ _DTYPES = {
 
 
 def _features(columns: Mapping[str, pa.DataType]) -> list[dict]:
-    return [{"name": name, "dtype": _DTYPES[typ]} for name, typ in columns.items()]
+    return [{"name": name, "dtype": "audio" if typ == AUDIO_TYPE else _DTYPES[typ]}
+            for name, typ in columns.items()]
 
 
 def _size_category(n: int) -> str:
@@ -47,57 +56,20 @@ def _size_category(n: int) -> str:
     return "1M<n<10M"
 
 
-def card_yaml_data(splits: Mapping[str, Mapping], license: str, layout: str = "shards") -> dict:
-    """Front-matter fields; only splits that have samples get data files.
-
-    In the loose layout there are no tars, so the metadata is the default config.
-    """
+def card_yaml_data(splits: Mapping[str, Mapping], license: str) -> dict:
+    """Front-matter fields; only splits that have samples get data files (in both layouts)."""
     present = [s for s in SPLITS if splits[s]["samples"] > 0]
-    metadata_files = [{"split": s, "path": metadata_path(s)} for s in present]
-    if layout == "loose":
-        views = [{"config_name": "default", "default": True, "data_files": metadata_files}]
-    else:
-        views = [
-            {
-                "config_name": "default",
-                "default": True,
-                "data_files": [{"split": s, "path": f"data/{s}-*.tar"} for s in present],
-            },
-            {"config_name": "metadata", "data_files": metadata_files},
-        ]
-    configs = views + [
-        {
-            "config_name": table,
-            "data_files": [{"split": s, "path": labels_path(table, s)} for s in present],
-        }
-        for table in LABEL_TABLE_COLUMNS
+    paths = {"default": metadata_path, "preview": preview_path}
+    paths |= {table: (lambda s, t=table: labels_path(t, s)) for table in LABEL_TABLE_COLUMNS}
+    names = ["default", *LABEL_TABLE_COLUMNS, "preview"]
+    configs = [
+        {"config_name": name, "data_files": [{"split": s, "path": paths[name](s)} for s in present]}
+        | ({"default": True} if name == "default" else {})
+        for name in names
     ]
-    split_info = [
-        {"name": s, "num_examples": splits[s]["samples"], "num_bytes": splits[s]["bytes"]}
-        for s in present
-    ]
-    metadata_features = _features({f.name: f.type for f in METADATA_SCHEMA})
-    if layout == "loose":
-        infos = [{"config_name": "default", "features": metadata_features, "splits": split_info}]
-    else:
-        infos = [
-            {
-                "config_name": "default",
-                "features": [
-                    {"name": "flac", "dtype": "audio"},
-                    {"name": "json", "struct": _features(LABEL_COLUMNS)},
-                    {"name": "mid", "dtype": "binary"},
-                    {"name": "__key__", "dtype": "string"},
-                    {"name": "__url__", "dtype": "string"},
-                ],
-                "splits": split_info,
-            },
-            {"config_name": "metadata", "features": metadata_features},
-        ]
-    dataset_info = infos + [
-        {"config_name": table, "features": _features(columns)}
-        for table, columns in LABEL_TABLE_COLUMNS.items()
-    ]
+    columns = {"default": {f.name: f.type for f in METADATA_SCHEMA},
+               "preview": {f.name: f.type for f in PREVIEW_SCHEMA}, **LABEL_TABLE_COLUMNS}
+    dataset_info = [{"config_name": name, "features": _features(columns[name])} for name in names]
     total = sum(splits[s]["samples"] for s in SPLITS)
     return {
         "license": license,
@@ -117,15 +89,14 @@ def render_card(
     """The whole README.md: YAML front matter, then what the dataset is and how to use it."""
     from huggingface_hub import DatasetCardData
 
-    yaml = DatasetCardData(**card_yaml_data(splits, license, layout)).to_yaml()
+    yaml = DatasetCardData(**card_yaml_data(splits, license)).to_yaml()
     rows = "\n".join(
         f"| {s} | {splits[s]['samples']:,} | {splits[s]['shards']} "
         f"| {human_bytes(splits[s]['bytes'])} |"
         for s in SPLITS
     )
     example = next((s for s in SPLITS if splits[s]["samples"]), "train")
-    storage = ("loose FLAC and MIDI files" if layout == "loose"
-               else "WebDataset shards")
+    storage = "loose FLAC and MIDI files" if layout == "loose" else "WebDataset shards"
     head = f"""---
 {yaml}
 ---
@@ -134,23 +105,71 @@ def render_card(
 
 SOUSA holds synthetic snare performances of the 40 PAS drum rudiments, played by simulated
 players of four skill tiers. Every sample is a FLAC recording (44.1 kHz, 24-bit, usually
-stereo), the MIDI of the performance and hierarchical labels: exercise scores here and in the
-`metadata` config, measure- and stroke-level rows in the `measures` and `strokes` configs.
+stereo), the MIDI of the performance and hierarchical labels: exercise scores in the `default`
+config (one row per sample), measure- and stroke-level rows in the `measures` and `strokes`
+configs, and a few samples with playable audio in the `preview` config.
 
 This copy holds {sum(splits[s]['samples'] for s in SPLITS):,} samples from {profiles} player
-profiles and {rudiments} rudiments, stored as {storage} (sousa-wds format v1). Splits
-are by player: no profile appears in two splits.
+profiles and {rudiments} rudiments, stored as {storage} (sousa-wds format v{FORMAT_VERSION}).
+Splits are by player: no profile appears in two splits.
 
 | split | samples | shards | bytes |
 |---|---:|---:|---:|
 {rows}
 
 """
-    body = _loose_body(repo_id, example) if layout == "loose" else _shards_body(repo_id, example)
-    return head + body
+    datasets_use = _datasets_body(repo_id, example)
+    if layout == "loose":
+        return head + _loose_body(repo_id, example, datasets_use)
+    return head + _shards_body(repo_id, example, splits[example]["shards"], datasets_use)
 
 
-def _shards_body(repo_id: str, example: str) -> str:
+def _datasets_body(repo_id: str, example: str) -> str:
+    return f"""## Use
+
+With `datasets` (every config is Parquet; the Hub viewer shows the same tables):
+
+```python
+from datasets import load_dataset
+
+meta = load_dataset("{repo_id}", split="{example}")   # one row per sample: labels + location
+strokes = load_dataset("{repo_id}", "strokes", split="{example}")   # keyed by sample_id
+preview = load_dataset("{repo_id}", "preview", split="{example}")   # a few samples with audio
+audio = preview[0]["audio"].get_all_samples()   # torchcodec: .data (channels, frames), .sample_rate
+print(meta[0]["skill_tier"], strokes.num_rows, audio.sample_rate)
+```
+
+Query the labels with pandas or duckdb, without touching any audio:
+
+```python
+import pandas as pd
+
+meta = pd.read_parquet("hf://datasets/{repo_id}/metadata/{example}.parquet")
+print(meta.groupby("skill_tier").overall_score.mean())
+```
+
+```python
+import duckdb
+from huggingface_hub import HfFileSystem
+
+# hf:// through huggingface_hub (your login, no httpfs extension download)
+duckdb.register_filesystem(HfFileSystem())
+duckdb.sql(\"\"\"SELECT rudiment_slug, avg(overall_score) AS score
+              FROM 'hf://datasets/{repo_id}/metadata/*.parquet'
+              GROUP BY 1 ORDER BY 2 DESC\"\"\").show()
+```
+"""
+
+
+def _shard_urls(prefix: str, example: str, shards: int) -> str:
+    numbers = f"{{00000..{shards - 1:05d}}}" if shards > 1 else "00000"
+    return f"{prefix}/data/{example}-{numbers}.tar"
+
+
+def _shards_body(repo_id: str, example: str, shards: int, datasets_use: str) -> str:
+    resolve = _shard_urls(f"https://huggingface.co/datasets/{repo_id}/resolve/main", example,
+                          shards)
+    hf_urls = _shard_urls(f"hf://datasets/{repo_id}", example, shards)
     return f"""## Files
 
 - `data/{{split}}-NNNNN.tar`: WebDataset shards; each sample is `{{key}}.flac` (the original
@@ -159,55 +178,75 @@ def _shards_body(repo_id: str, example: str) -> str:
   the byte offset and size of each member, so one sample can be read with one range request.
 - `labels/strokes/{{split}}.parquet`, `labels/measures/{{split}}.parquet`: stroke- and
   measure-level labels, keyed by `sample_id` (= the WebDataset key).
+- `preview/{{split}}.parquet`: a few samples (the shortest of each rudiment) with their FLAC in
+  an `audio` column, for the Hub viewer.
 - `index/{{split}}.json`: shard lists (wids format) with sizes and sha256;
   `manifest.json`: every file with its size and sha256.
 
-## Use
+{datasets_use}
+Fetch any sample's audio from its row with sousa-wds (`pip install sousa-wds`): one range
+request for its FLAC, checked against `flac_sha256`, returned as `soundfile.read` returns it:
 
-Stream with webdataset (a public repo; for a private one, use sousa-wds below):
+```python
+import sousa_wds
+from datasets import load_dataset
+
+meta = load_dataset("{repo_id}", split="{example}")
+audio, sample_rate = sousa_wds.load_audio(meta[0], "{repo_id}")   # (frames, channels)
+```
+
+## Stream the audio
+
+The shards are not a `datasets` config (`load_dataset("{repo_id}")` reads the labels only).
+Stream them in one of three ways. With sousa-wds (`pip install sousa-wds`: shuffling, DataLoader
+workers, DDP, label filters, random access; uses your Hub login):
+
+```python
+import sousa_wds
+
+ds = sousa_wds.stream("{repo_id}", split="{example}", where="skill_tier == 'advanced'")
+for sample in ds:
+    audio, sr, labels = sample["audio"], sample["sample_rate"], sample["labels"]
+    break
+```
+
+With webdataset, one URL per shard (brace-expanded), from a public repo:
 
 ```python
 import io, json, soundfile as sf, webdataset as wds
-from huggingface_hub import HfFileSystem
 
-fs = HfFileSystem()
-urls = [fs.url(p) for p in fs.glob("datasets/{repo_id}/data/{example}-*.tar")]
-for sample in wds.WebDataset(urls, shardshuffle=False):
-    audio, sr = sf.read(io.BytesIO(sample["flac"]), dtype="float32")
+url = "{resolve}"
+for sample in wds.WebDataset(url, shardshuffle=False):
+    audio, sr = sf.read(io.BytesIO(sample["flac"]), dtype="float32")   # (frames, channels)
     labels = json.loads(sample["json"])
     break
 ```
 
-Or with sousa-wds (shuffling, DDP, filters, random access):
+From a private repo, send your token: webdataset's `hf://` opener takes it from `HF_TOKEN` or
+`hf auth login`; with plain URLs, let curl read it from the environment (never write it in
+code):
 
 ```python
-import sousa_wds
-ds = sousa_wds.stream("{repo_id}", split="{example}", where="skill_tier == 'advanced'")
+import webdataset as wds
+
+ds = wds.WebDataset("{hf_urls}", shardshuffle=False)
+print(next(iter(ds))["__key__"])
+url = "{resolve}"
+ds = wds.WebDataset(f"pipe:curl -sfL -H \\"Authorization: Bearer $HF_TOKEN\\" {{url}}",
+                    shardshuffle=False)
+print(next(iter(ds))["__key__"])
 ```
 
-With `datasets`:
+With `datasets`' WebDataset builder (`flac` is decoded by torchcodec; `json` is typed from the
+first few samples, so a score that is null there is typed null: the `default` config has the
+same labels with pinned types):
 
 ```python
 from datasets import load_dataset
-ds = load_dataset("{repo_id}", split="{example}", streaming=True)        # audio + labels
-# datasets picks one builder per repo from the first config (huggingface/datasets#7101),
-# so name the Parquet files when loading the Parquet configs:
-meta = load_dataset("{repo_id}", "metadata", split="{example}",
-                    data_files={{"{example}": "metadata/{example}.parquet"}})
-```
 
-Query the metadata without touching audio:
-
-```python
-import pandas as pd
-meta = pd.read_parquet("hf://datasets/{repo_id}/metadata/{example}.parquet")
-meta.groupby("skill_tier").overall_score.mean()
-```
-
-```sql
--- duckdb
-SELECT rudiment_slug, avg(overall_score) FROM 'hf://datasets/{repo_id}/metadata/*.parquet'
-GROUP BY 1 ORDER BY 2 DESC;
+ds = load_dataset("webdataset", split="{example}", streaming=True,
+                  data_files={{"{example}": "hf://datasets/{repo_id}/data/{example}-*.tar"}})
+sample = next(iter(ds))   # flac (audio), json (labels), mid (bytes), __key__
 ```
 
 Fetch one sample by byte range, without downloading its shard:
@@ -215,27 +254,28 @@ Fetch one sample by byte range, without downloading its shard:
 ```python
 import io, pandas as pd, soundfile as sf
 from huggingface_hub import HfFileSystem
-row = pd.read_parquet("hf://datasets/{repo_id}/metadata/{example}.parquet").iloc[0]
-with HfFileSystem().open(f"datasets/{repo_id}/{{row.shard_path}}", block_size=0) as f:
-    f.seek(row.flac_offset)
-    audio, sr = sf.read(io.BytesIO(f.read(row.flac_size)))
-```
 
-Audio arrays from `soundfile` are
-(frames, channels); sousa-wds's loader documents its own layout.
+row = pd.read_parquet("hf://datasets/{repo_id}/metadata/{example}.parquet").iloc[0]
+start = int(row.flac_offset)
+flac = HfFileSystem().cat_file(f"datasets/{repo_id}/{{row.shard_path}}",
+                               start=start, end=start + int(row.flac_size))   # one range request
+audio, sr = sf.read(io.BytesIO(flac))   # (frames, channels)
+```
 """
 
 
-def _loose_body(repo_id: str, example: str) -> str:
+def _loose_body(repo_id: str, example: str, datasets_use: str) -> str:
     return f"""## Files
 
 - `audio/{{split}}/{{key}}.flac`, `midi/{{split}}/{{key}}.mid`: one FLAC and one MIDI per sample.
 - `metadata/{{split}}.parquet`: one row per sample with every label and its file names.
 - `labels/strokes/{{split}}.parquet`, `labels/measures/{{split}}.parquet`: stroke- and
   measure-level labels, keyed by `sample_id`.
+- `preview/{{split}}.parquet`: a few samples with their FLAC in an `audio` column.
 - `manifest.json`: every file with its size and sha256.
 
-## Use
+{datasets_use}
+Fetch one sample's files:
 
 ```python
 import pandas as pd, soundfile as sf
@@ -244,6 +284,6 @@ from huggingface_hub import hf_hub_download
 meta = pd.read_parquet("hf://datasets/{repo_id}/metadata/{example}.parquet")
 row = meta.iloc[0]
 path = hf_hub_download("{repo_id}", row.audio_filename, repo_type="dataset")
-audio, sr = sf.read(path)
+audio, sr = sf.read(path)   # (frames, channels)
 ```
 """

@@ -9,8 +9,9 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+from . import __version__
 from .card import DEFAULT_REPO_ID
-from .errors import SousaWdsError
+from .errors import SousaWdsError, UploadError
 from .io import human_bytes
 from .pack.plan import DEFAULT_SEED
 
@@ -46,18 +47,22 @@ def _cmd_example(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from .source import read_dataset
 
     started = time.perf_counter()
-    dataset = read_dataset(args.dataset)
+    with tqdm(desc="media files", unit=" files", disable=None, leave=False) as bar:
+        dataset = read_dataset(args.dataset, deep=args.deep, progress=bar.update)
     elapsed = time.perf_counter() - started
     for warning in dataset.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     summary = dataset.summary()
     if args.json:
-        print(json.dumps(summary | {"seconds": round(elapsed, 3)}, indent=2))
+        print(json.dumps(summary | {"seconds": round(elapsed, 3), "deep": args.deep}, indent=2))
         return 0
-    print(f"{summary['root']}: valid SOUSA dataset ({elapsed:.2f} s)")
+    how = "every FLAC decoded" if args.deep else "FLAC ends decoded; --deep decodes all"
+    print(f"{summary['root']}: valid SOUSA dataset ({how}; {elapsed:.2f} s)")
     print(
         f"  {summary['samples']} samples, {summary['profiles']} profiles, "
         f"{summary['rudiments']} rudiments, {summary['midi_files']} MIDI files, "
@@ -118,22 +123,86 @@ def _cmd_pack(args: argparse.Namespace) -> int:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     if args.target.startswith("hf://"):
-        from .publish import verify_remote
+        from .publish.upload import verify_remote
 
         report = verify_remote(args.target, token=args.token, deep=args.deep)
     else:
         _without_torch()
-        from .verify import verify
+        from tqdm import tqdm
 
-        report = verify(args.target, deep=args.deep, progress=not args.quiet)
+        from .verification import verify
+
+        with tqdm(desc="verifying shards", unit="shard", disable=args.quiet) as bar:
+
+            def shown(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            report = verify(args.target, deep=args.deep, progress=shown)
     print(report)
     return 0 if report.ok else 1
 
 
 def _cmd_upload(args: argparse.Namespace) -> int:
-    from .publish import cli_upload
+    from .publish.upload import upload
 
-    return cli_upload(args)
+    result = upload(args.out, args.repo_id, dry_run=args.dry_run, **_upload_kwargs(args))
+    print(result)
+    return 0 if result.ok else 1
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    _without_torch()
+    from tqdm import tqdm
+
+    from .io import parse_size
+    from .pack import PackProgress
+    from .publish.push import push
+
+    logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
+    bar = tqdm(unit="sample", disable=args.quiet, desc="packing", dynamic_ncols=True)
+
+    def show(p: PackProgress) -> None:
+        bar.total = p.total_samples
+        bar.update(p.samples - bar.n)
+
+    pack_options = {
+        "shard_size": parse_size(args.shard_size),
+        "max_samples_per_shard": args.max_samples_per_shard,
+        "seed": args.seed,
+        "order": args.order,
+        "workers": args.workers,
+        "no_sharding": args.no_sharding,
+        "license": args.license,
+        "progress": show,
+    }
+    with bar:
+        result = push(args.dataset, args.repo_id, staging=args.staging,
+                      keep_staging=args.keep_staging, dry_run=args.dry_run,
+                      pack_options=pack_options, **_upload_kwargs(args))
+    print(result)
+    return 0 if result.ok else 1
+
+
+def _upload_kwargs(args: argparse.Namespace) -> dict:
+    """The upload options of `upload` and `push`; refuses an unanswerable delete question."""
+    if args.delete_stale and not args.yes and not args.dry_run and not sys.stdin.isatty():
+        raise UploadError("--delete-stale asks before deleting, but there is no terminal to "
+                          "ask: add --yes to delete stale files without asking")
+    if args.quiet:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+
+    def ask(stale: Sequence) -> bool:
+        answer = input(f"Delete these {len(stale)} stale files from the Hub? [y/N] ")
+        return answer.strip().lower() in ("y", "yes")
+
+    return {"token": args.token, "private": args.private, "revision": args.revision,
+            "commit_message": args.commit_message, "deep": args.deep,
+            "delete_stale": args.delete_stale, "keep_card": args.keep_card,
+            "confirm": None if args.yes else ask,
+            "progress": None if args.quiet else lambda line: print(line, file=sys.stderr)}
 
 
 def _cmd_get(args: argparse.Namespace) -> int:
@@ -226,6 +295,49 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pack_options_parser() -> argparse.ArgumentParser:
+    """Options that decide a pack's bytes: shared by `pack` and `push`."""
+    parent = argparse.ArgumentParser(add_help=False)
+    g = parent.add_argument_group("pack options")
+    g.add_argument("--shard-size", default="1GB",
+                   help="target shard size: bytes or with a unit, e.g. 500MB, 1GB (default 1GB)")
+    g.add_argument("--max-samples-per-shard", type=int, default=None,
+                   help="also cut a shard after this many samples")
+    g.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                   help=f"seed of the within-split shuffle (default {DEFAULT_SEED})")
+    g.add_argument("--order", choices=("shuffle", "sorted"), default="shuffle",
+                   help="sample order within a split: seeded shuffle (default) or sample_id order")
+    g.add_argument("--workers", type=int, default=None,
+                   help="parallel shard writers (default: all cores); output is the same for any")
+    g.add_argument("--no-sharding", action="store_true",
+                   help="write loose audio/ and midi/ files instead of shards (small sets only: "
+                   "refused beyond the Hub's 100k files per repo / 10k per folder)")
+    g.add_argument("--license", default="other",
+                   help="license tag for the dataset card (default: other)")
+    return parent
+
+
+def _upload_options_parser() -> argparse.ArgumentParser:
+    """Options of an upload to the Hub: shared by `upload` and `push`."""
+    parent = argparse.ArgumentParser(add_help=False)
+    g = parent.add_argument_group("upload options")
+    g.add_argument("--dry-run", action="store_true",
+                   help="print what would be added, skipped and deleted; send or delete nothing")
+    g.add_argument("--private", action="store_true", help="create the repo as private")
+    g.add_argument("--revision", default=None, help="branch to upload to (default main)")
+    g.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or cached login)")
+    g.add_argument("--commit-message", default=None, help="message of the upload commits")
+    g.add_argument("--deep", action="store_true",
+                   help="hash everything: local files against the manifest before sending, and "
+                   "every remote file (downloaded) after the upload, not only listed sizes/hashes")
+    g.add_argument("--delete-stale", action="store_true",
+                   help="after a successful upload, delete remote files not in the manifest")
+    g.add_argument("--yes", action="store_true", help="do not ask before deleting stale files")
+    g.add_argument("--keep-card", action="store_true",
+                   help="upload README.md as it is, even if it names another repo")
+    return parent
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sousa-wds",
@@ -234,7 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
             "metadata, publish it on the Hugging Face Hub, and stream it for training."
         ),
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    pack_options = _pack_options_parser()
+    upload_options = _upload_options_parser()
 
     p = sub.add_parser(
         "example",
@@ -263,6 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("dataset", help="the folder the SOUSA generator wrote")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--deep", action="store_true",
+                   help="decode every FLAC in full (finds damage inside a file; ~90 MB/s a "
+                   "core) instead of only its last frames")
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser(
@@ -273,31 +391,18 @@ def build_parser() -> argparse.ArgumentParser:
         "dataset card and manifest.json. Output is byte-identical for the same input and "
         "options, whatever --workers. Files are written atomically; an interrupted run "
         "continues with --resume.",
+        parents=[pack_options],
     )
     p.add_argument("dataset", help="the folder the SOUSA generator wrote")
     p.add_argument("out", help="output folder (created; must be empty unless --resume/--overwrite)")
-    p.add_argument("--shard-size", default="1GB",
-                   help="target shard size: bytes or with a unit, e.g. 500MB, 1GB (default 1GB)")
-    p.add_argument("--max-samples-per-shard", type=int, default=None,
-                   help="also cut a shard after this many samples")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED,
-                   help=f"seed of the within-split shuffle (default {DEFAULT_SEED})")
-    p.add_argument("--order", choices=("shuffle", "sorted"), default="shuffle",
-                   help="sample order within a split: seeded shuffle (default) or sample_id order")
-    p.add_argument("--workers", type=int, default=None,
-                   help="parallel shard writers (default: all cores); output is the same for any")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted pack into OUT, keeping finished shards")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a previous pack in OUT (only its files are removed; refused "
                    "in a folder that holds no sousa-wds pack)")
-    p.add_argument("--no-sharding", action="store_true",
-                   help="write loose audio/ and midi/ files instead of shards (small sets only: "
-                   "refused beyond the Hub's 100k files per repo / 10k per folder)")
     p.add_argument("--repo-id", default=DEFAULT_REPO_ID,
-                   help="Hub repo id used in the dataset card's code snippets")
-    p.add_argument("--license", default="other",
-                   help="license tag for the dataset card (default: other)")
+                   help="Hub repo id used in the dataset card's code snippets (`upload` "
+                   "renders the card again for the repo it uploads to)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_pack)
 
@@ -324,23 +429,34 @@ def build_parser() -> argparse.ArgumentParser:
         "dataset repo REPO_ID with huggingface_hub's resumable multi-commit upload, and verify "
         "the remote files against the manifest. Rerun the same command to resume an "
         "interrupted upload: files already on the Hub are not sent again. The token comes "
-        "from --token, HF_TOKEN or `hf auth login`, and is never printed.",
+        "from --token, HF_TOKEN or `hf auth login`, and is never printed. The dataset card "
+        "is rendered again for REPO_ID when pack wrote it for another repo.",
+        parents=[upload_options],
     )
     p.add_argument("out", help="a folder written by `sousa-wds pack`")
     p.add_argument("repo_id", help="dataset repo on the Hub, e.g. USER/SOUSA")
-    p.add_argument("--dry-run", action="store_true",
-                   help="print what would be added, skipped and deleted; send nothing")
-    p.add_argument("--private", action="store_true", help="create the repo as private")
-    p.add_argument("--revision", default=None, help="branch to upload to (default main)")
-    p.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or cached login)")
-    p.add_argument("--commit-message", default=None, help="message of the upload commits")
-    p.add_argument("--deep", action="store_true",
-                   help="hash everything: local files against the manifest before sending, and "
-                   "every remote file (downloaded) after the upload, not only listed sizes/hashes")
-    p.add_argument("--delete-stale", action="store_true",
-                   help="after a successful upload, delete remote files not in the manifest")
-    p.add_argument("--yes", action="store_true", help="do not ask before deleting stale files")
+    p.add_argument("--quiet", action="store_true", help="no progress lines or bars")
     p.set_defaults(func=_cmd_upload)
+
+    p = sub.add_parser(
+        "push",
+        help="pack, verify and upload a SOUSA dataset in one command (resumable)",
+        description="Pack DATASET into a staging folder (DATASET.hf_staging beside it unless "
+        "--staging), verify it, upload it to the dataset repo REPO_ID and verify the Hub copy. "
+        "Rerun the same command to resume: a finished matching pack is reused, an interrupted "
+        "one resumed. The staging copy is removed after a verified upload unless "
+        "--keep-staging. --dry-run packs locally only into an empty staging folder, prints the "
+        "upload plan and never deletes anything.",
+        parents=[pack_options, upload_options],
+    )
+    p.add_argument("dataset", help="the folder the SOUSA generator wrote")
+    p.add_argument("repo_id", help="dataset repo on the Hub, e.g. USER/SOUSA")
+    p.add_argument("--staging", default=None,
+                   help="folder for the pack (default: DATASET.hf_staging beside the dataset)")
+    p.add_argument("--keep-staging", action="store_true",
+                   help="keep the staging pack after a verified upload")
+    p.add_argument("--quiet", action="store_true", help="no progress lines or bars")
+    p.set_defaults(func=_cmd_push)
 
     p = sub.add_parser(
         "get",

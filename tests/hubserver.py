@@ -35,6 +35,7 @@ Everything is recorded in :attr:`HubServer.log` (see :class:`RequestRecord`).
 Endpoints (``{t}`` = models|datasets|spaces, ``{p}`` = "" | "datasets/" | "spaces/")::
 
     GET  /api/whoami-v2                              POST /api/repos/create
+    GET  /api/agent-harnesses (an empty registry)
     DELETE /api/repos/delete                         POST /api/validate-yaml
     PUT  /api/{t}/{repo}/settings
     GET  /api/{t}/{repo}[/revision/{rev}]            GET  /api/{t}/{repo}/refs
@@ -1148,6 +1149,7 @@ class HubServer:
             ("/api/repos/create", "POST"): ("create_repo", True),
             ("/api/repos/delete", "DELETE"): ("delete_repo", True),
             ("/api/validate-yaml", "POST"): ("validate_yaml", False),
+            ("/api/agent-harnesses", "GET"): ("agent_harnesses", False),
         }
         if (path, method) in simple:
             req.route, req.is_write = simple[(path, method)]
@@ -1235,6 +1237,10 @@ class HubServer:
                 },
             },
         )
+
+    def _r_agent_harnesses(self, req: _Req) -> None:
+        """The registry huggingface_hub fetches once a day to detect AI agents: none known."""
+        req.send_json(200, {"standardEnvVars": [], "harnesses": {}})
 
     def _r_create_repo(self, req: _Req) -> None:
         info = self._require_write(req)

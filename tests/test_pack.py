@@ -19,7 +19,7 @@ import pytest
 import soundfile as sf
 
 from sousa_wds.cli import main
-from sousa_wds.errors import PackError, ResumeMismatch
+from sousa_wds.errors import DatasetError, PackError, ResumeMismatch
 from sousa_wds.format import LABEL_COLUMNS, MANIFEST, METADATA_SCHEMA, SPLITS, encode_record
 from sousa_wds.io import parse_size
 from sousa_wds.pack import STATE_DIR, PackState, loose, pack, plan_shards
@@ -224,50 +224,6 @@ def test_webdataset_reads_every_sample_back(packed: Path, example_dataset: Path)
         assert record == json.loads(encode_record(sources[key][2]))
 
 
-def test_card_has_configs_and_pinned_features(packed: Path) -> None:
-    from huggingface_hub import DatasetCard
-
-    card = DatasetCard.load(packed / "README.md")
-    configs = {c["config_name"]: c for c in card.data.configs}
-    assert set(configs) == {"default", "metadata", "strokes", "measures"}
-    assert configs["default"]["data_files"][0] == {"split": "train", "path": "data/train-*.tar"}
-    infos = {i["config_name"]: i for i in card.data.dataset_info}
-    default = {f["name"]: f for f in infos["default"]["features"]}
-    assert default["flac"]["dtype"] == "audio" and default["mid"]["dtype"] == "binary"
-    json_fields = {f["name"]: f["dtype"] for f in default["json"]["struct"]}
-    assert json_fields["roll_sustain"] == "float64" and json_fields["aug_bit_depth"] == "int64"
-    assert "## Use" in card.text and "load_dataset" in card.text
-
-
-# --- datasets -------------------------------------------------------------------------------
-
-def test_datasets_streams_default_config_and_decodes_flac(packed: Path) -> None:
-    datasets = pytest.importorskip("datasets")
-    pytest.importorskip("torchcodec")
-    ds = datasets.load_dataset(str(packed), "default", split="train", streaming=True)
-    assert isinstance(ds.features["flac"], datasets.Audio)
-    assert ds.features["json"]["aug_bit_depth"] == datasets.Value("int64")
-    sample = next(iter(ds))
-    row = next(r for r in _metadata(packed) if r["key"] == sample["__key__"])
-    with open(packed / row["shard_path"], "rb") as fh:
-        fh.seek(row["flac_offset"])
-        expected, rate = sf.read(io.BytesIO(fh.read(row["flac_size"])), dtype="float32")
-    decoded = sample["flac"].get_all_samples()
-    assert decoded.sample_rate == rate
-    assert tuple(decoded.data.shape) == (expected.shape[1], expected.shape[0])
-    assert abs(decoded.data.numpy().T - expected).max() < 1e-4
-    assert sample["json"]["sample_id"] == sample["__key__"]
-
-
-def test_datasets_loads_metadata_config_with_pinned_features(packed: Path) -> None:
-    datasets = pytest.importorskip("datasets")
-    files = {s: f"metadata/{s}.parquet" for s in SPLITS}
-    meta = datasets.load_dataset(str(packed), "metadata", data_files=files)
-    assert meta["train"].features["aug_bit_depth"] == datasets.Value("int64")
-    assert meta["validation"].features == meta["train"].features
-    assert sum(len(meta[s]) for s in SPLITS) == 40
-
-
 # --- resume, refusal and bad input ------------------------------------------------------------
 
 def test_resume_after_a_killed_run_is_byte_identical(
@@ -337,7 +293,7 @@ def test_unreadable_flac_names_the_file_and_leaves_no_partial_shard(
     victim = sorted((dataset_copy / "audio").rglob("*.flac"))[0]
     victim.write_bytes(b"fLaC but not really")
     out = tmp_path / "out"
-    with pytest.raises(PackError, match=victim.name) as info:
+    with pytest.raises(DatasetError, match=victim.name) as info:  # found by the source check
         pack(dataset_copy, out, max_samples_per_shard=1, workers=1, progress=False)
     assert "BytesIO" not in str(info.value)
     assert not list(out.rglob("*.partial"))

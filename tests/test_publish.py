@@ -1,10 +1,9 @@
-"""Publishing to the Hub: the pure plan, then `sousa-wds upload` / `verify hf://` and
-`scripts/push_to_hub.py` run in subprocesses against tests/hubserver.py through the real
-huggingface_hub client (HF_ENDPOINT is read at import, hence the subprocesses)."""
+"""Publishing to the Hub: the pure plan, then `upload`, `verify_remote` and `push` in-process
+against tests/hubserver.py through the real huggingface_hub client (`endpoint=` is passed in;
+the library's import-time settings are patched per test), and the CLI in two subprocess tests."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -12,18 +11,22 @@ from pathlib import Path
 
 import pytest
 
-from sousa_wds.format import HUB_MAX_FILE_BYTES, HUB_MAX_FILES_PER_FOLDER, MANIFEST
-from sousa_wds.publish import (
+from sousa_wds.errors import PackError, UploadError, VerifyError
+from sousa_wds.format import CARD, HUB_MAX_FILE_BYTES, HUB_MAX_FILES_PER_FOLDER, MANIFEST
+from sousa_wds.publish.hub import parse_hf_target, redact
+from sousa_wds.publish.plan import (
     FileSpec,
     RemoteFile,
     RemoteState,
     RepoShape,
     deletion_paths,
-    parse_hf_target,
     plan_upload,
     remote_problems,
     upload_patterns,
 )
+from sousa_wds.publish.push import default_staging, push
+from sousa_wds.publish.upload import upload, verify_remote
+from sousa_wds.verification import verify
 from tests.hubserver import DEFAULT_TOKEN, READ_TOKEN, HubServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,16 +40,36 @@ SECRETS = (DEFAULT_TOKEN, READ_TOKEN, WRONG_TOKEN)
 
 @pytest.fixture
 def folder(packed_copy) -> Path:
-    """A writable copy of the session's packed example (conftest): tests may add strays or
-    damage it."""
+    """A writable copy of the session's packed example (conftest, packed without --repo-id:
+    its card names USER/SOUSA)."""
     return packed_copy
 
 
 @pytest.fixture
-def hub(tmp_path):
+def hub(tmp_path, monkeypatch):
+    """The test Hub, with huggingface_hub set up in-process as the CLI environment would:
+    LFS instead of Xet, no saved login, no token in the environment."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-saved-token"))
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_PROGRESS_BARS", True)
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
     with HubServer(tmp_path / "hubserver") as server:
         yield server
         server.assert_no_unknown_routes()
+
+
+def send(hub: HubServer, folder: Path, *, token: str | None = DEFAULT_TOKEN, **options):
+    """`upload` to the test Hub; no secret may appear in what it returns or raises."""
+    try:
+        result = upload(folder, REPO, endpoint=hub.url, token=token, **options)
+    except UploadError as exc:
+        assert not any(s in str(exc) for s in SECRETS), "token in an error message"
+        raise
+    assert not any(s in str(result) for s in SECRETS)
+    return result
 
 
 def local_files(root: Path) -> dict[str, bytes]:
@@ -57,24 +80,6 @@ def remote_files(hub: HubServer) -> dict[str, bytes]:
     return {p: b for p, b in hub.files(REPO).items() if p != ".gitattributes"}
 
 
-def run(hub: HubServer, tmp_path: Path, *args: str, token: str | None = DEFAULT_TOKEN,
-        env: dict[str, str] | None = None, script: bool = False) -> subprocess.CompletedProcess:
-    """`sousa-wds ARGS` (or push_to_hub.py) with no terminal; no secret may appear in output."""
-    cmd = [sys.executable, str(ROOT / "scripts" / "push_to_hub.py")] if script else \
-        [sys.executable, "-m", "sousa_wds.cli"]
-    proc = subprocess.run(
-        [*cmd, *args], env=hub.client_env(tmp_path / "hf", token=token, extra=env),
-        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120, cwd=ROOT,
-    )
-    for secret in SECRETS:
-        assert secret not in proc.stdout + proc.stderr, f"token printed by {args}"
-    return proc
-
-
-def upload(hub, tmp_path, folder, *extra, **kw) -> subprocess.CompletedProcess:
-    return run(hub, tmp_path, "upload", str(folder), REPO, *extra, **kw)
-
-
 def manifest(root: Path) -> dict:
     return json.loads((root / MANIFEST).read_text())
 
@@ -82,11 +87,6 @@ def manifest(root: Path) -> dict:
 def section(verb: str, files: int) -> str:
     """How a plan line starts, e.g. `add        19 files`."""
     return f"{verb:<6} {files:>6,} files"
-
-
-def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc
 
 
 # --- the pure parts ----------------------------------------------------------------------
@@ -111,6 +111,8 @@ def test_plan_adds_skips_and_lists_stale_files():
     assert deleting.shape.files == 5 and "index/x.json" in [f.path for f in deleting.add]
     unknown = plan_upload("url", expected, None, {}, delete_stale=False, remote_note="offline")
     assert len(unknown.add) == 4 and "the Hub was not asked: offline" in str(unknown)
+    refused = plan_upload("url", expected, None, {}, delete_stale=False, card_problem="edited")
+    assert refused.problems == ["edited"] and "refused: edited" in str(refused)
 
 
 def test_verification_deletion_patterns_and_limits_are_pure():
@@ -143,17 +145,32 @@ def test_verification_deletion_patterns_and_limits_are_pure():
 
     assert parse_hf_target("hf://datasets/u/n@refs%2Fpr%2F1") == ("u/n", "refs/pr/1")
     assert parse_hf_target("hf://datasets/u/n/") == ("u/n", "main")
+    assert default_staging("/data/sousa") == Path("/data/sousa.hf_staging")  # beside, not in
+    for bad in ("hf://u/n", "hf://datasets/u/n/data/x.tar", "datasets/u/n"):
+        with pytest.raises(VerifyError, match="is not hf://datasets/USER/NAME"):
+            parse_hf_target(bad)
+
+
+def test_redact_removes_tokens_and_every_query_string():
+    text = ("507 Server Error for url 'http://h/_hubserver/lfs/x?size=3&sig=SECRETSIG' and "
+            "https://cdn.example/o?X-Amz-Signature=abc&X-Amz-Credential=def token=hf_abc sig=zz")
+    clean = redact(text, "hf_abc")
+    assert "SECRETSIG" not in clean and "abc&" not in clean and "def" not in clean
+    assert "hf_abc" not in clean and "sig=zz" not in clean
+    assert "http://h/_hubserver/lfs/x?<query redacted>" in clean
 
 
 # --- against the test Hub ----------------------------------------------------------------
 
 
-def test_upload_is_exact_and_a_second_run_sends_nothing(hub, tmp_path, folder):
+def test_upload_is_exact_and_a_second_run_sends_nothing(hub, folder):
     (folder / "notes.txt").write_text("not part of the pack")
     (folder / "data" / ".train-00000.tar.partial").write_bytes(b"\0half a shard")
-    proc = ok(upload(hub, tmp_path, folder, "--private"))
+    lines: list[str] = []
+    result = send(hub, folder, private=True, progress=lines.append)
     files = len(manifest(folder)["files"]) + 1
-    assert "OK" in proc.stdout and f"{files} files new or changed" in proc.stdout
+    assert result.ok and f"{files} files new or changed" in str(result)
+    assert any(line.startswith("logged in as testuser") for line in lines)
     expected = {p: b for p, b in local_files(folder).items()
                 if p not in ("notes.txt", "data/.train-00000.tar.partial")}
     assert remote_files(hub) == expected  # exactly the manifest's files, byte-identical
@@ -162,178 +179,308 @@ def test_upload_is_exact_and_a_second_run_sends_nothing(hub, tmp_path, folder):
     assert [op for _, op in hub.commits(REPO)[-1].operations] == [MANIFEST]
 
     hub.clear_log()
-    proc = ok(upload(hub, tmp_path, folder))
-    assert "0 files new or changed" in proc.stdout
+    result = send(hub, folder)
+    assert result.ok and "0 files new or changed" in str(result)
     assert hub.uploaded_bytes() == 0
     assert not hub.requests(route="lfs_put") and not hub.requests(route="commit")
 
 
-def test_interrupted_upload_resumes_without_resending(hub, tmp_path, folder):
+def test_upload_renders_the_card_for_the_target_repo(hub, folder):
+    """The session pack ran without --repo-id: its card says USER/SOUSA (issue 8 §5)."""
+    assert '"USER/SOUSA"' in (folder / CARD).read_text()
+    before = local_files(folder)
+    plan = send(hub, folder, dry_run=True)
+    assert f"card: re-rendered for {REPO} (pack wrote it for USER/SOUSA)" in str(plan)
+    assert local_files(folder) == before  # a dry run writes nothing, locally either
+
+    result = send(hub, folder)
+    card = (folder / CARD).read_text()
+    assert result.ok and f'"{REPO}"' in card and "USER/SOUSA" not in card
+    assert remote_files(hub)[CARD] == card.encode()
+    assert verify(folder, deep=True).ok  # the manifest lists the new card
+    assert f"card: names {REPO}" in str(send(hub, folder, dry_run=True))
+
+
+def test_an_edited_card_is_refused_unless_kept(hub, folder):
+    card = folder / CARD
+    card.write_text(card.read_text() + "\nOur own citation.\n")
+    m = manifest(folder)
+    entry = next(f for f in m["files"] if f["path"] == CARD)
+    import hashlib
+
+    entry.update(bytes=card.stat().st_size, sha256=hashlib.sha256(card.read_bytes()).hexdigest())
+    (folder / MANIFEST).write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
+    plan = send(hub, folder, dry_run=True)
+    assert not plan.ok and "--keep-card" in str(plan)
+    with pytest.raises(UploadError, match="cannot be re-rendered safely"):
+        send(hub, folder)
+    assert hub.writes() == []
+    assert send(hub, folder, keep_card=True).ok
+    assert b"Our own citation." in remote_files(hub)[CARD]
+
+
+def test_an_interrupted_card_rewrite_is_completed(hub, folder):
+    """Card renamed into place, manifest not yet: the next run rewrites only the manifest."""
+    send(hub, folder, dry_run=True)
+    saved = (folder / MANIFEST).read_bytes()
+    assert send(hub, folder).ok
+    (folder / MANIFEST).write_bytes(saved)  # as if the run had stopped between the renames
+    assert "manifest.json updated to list it" in str(send(hub, folder, dry_run=True))
+    assert send(hub, folder).ok and verify(folder, deep=True).ok
+
+
+def test_interrupted_upload_resumes_without_resending(hub, folder):
     hub.fail_after_uploads(3)
-    proc = upload(hub, tmp_path, folder)
-    assert proc.returncode == 1
-    assert "rerun the same command to resume" in proc.stderr
-    error = proc.stderr.strip().splitlines()[-1]  # one actionable line, no traceback
-    assert error.startswith("sousa-wds upload: error: upload to") and "Traceback" not in proc.stderr
+    with pytest.raises(UploadError, match="rerun the same command to resume") as error:
+        send(hub, folder)
+    assert str(error.value).startswith(f"upload to {REPO} stopped")
     sent_before = hub.lfs_objects(REPO)
     assert len(sent_before) == 3 and remote_files(hub) == {}
 
     hub.clear_faults()
     hub.clear_log()
-    ok(upload(hub, tmp_path, folder))
+    assert send(hub, folder).ok
     resent = [r for r in hub.requests(route="lfs_put") if r.decoded_path.split("/")[-1]
               in sent_before]
     assert resent == []
-    lfs_total = len(hub.lfs_objects(REPO))
-    assert len(hub.requests(route="lfs_put")) == lfs_total - 3
+    assert len(hub.requests(route="lfs_put")) == len(hub.lfs_objects(REPO)) - 3
     assert remote_files(hub) == local_files(folder)
 
 
-def test_bad_tokens_fail_clearly_and_are_never_printed(hub, tmp_path, folder):
-    proc = upload(hub, tmp_path, folder, "--token", WRONG_TOKEN)
-    assert proc.returncode == 1
-    assert "rejected the token from --token" in proc.stderr and "hf auth login" in proc.stderr
-    proc = upload(hub, tmp_path, folder, token=WRONG_TOKEN)
-    assert proc.returncode == 1 and "token from HF_TOKEN" in proc.stderr
-    proc = upload(hub, tmp_path, folder, token=READ_TOKEN)
-    assert proc.returncode == 1 and "read-only" in proc.stderr
-    proc = upload(hub, tmp_path, folder, token=None)
-    assert proc.returncode == 1 and "no Hugging Face token" in proc.stderr
+def test_a_signed_upload_url_never_appears_in_the_error(hub, folder):
+    """Issue 9.9: the LFS PUT URL carries `?size=..&sig=..`; the failure names no signature."""
+    hub.fail_after_uploads(0, status=403)
+    with pytest.raises(UploadError) as error:
+        send(hub, folder)
+    text = str(error.value)
+    put = hub.requests(route="lfs_put")[0]
+    assert "sig=" in put.query  # the server did hand out a signed URL
+    signature = put.query.split("sig=")[1].split("&")[0]
+    assert signature not in text and "sig=" not in text and "size=" not in text, text
+    assert "?<query redacted>" in text and "403" in text
+
+
+def test_bad_tokens_fail_clearly_and_are_never_shown(hub, folder, monkeypatch):
+    with pytest.raises(UploadError, match="rejected the token from --token.*hf auth login"):
+        send(hub, folder, token=WRONG_TOKEN)
+    monkeypatch.setenv("HF_TOKEN", WRONG_TOKEN)
+    with pytest.raises(UploadError, match="token from HF_TOKEN"):
+        send(hub, folder, token=None)
+    monkeypatch.setenv("HF_TOKEN", READ_TOKEN)
+    with pytest.raises(UploadError, match="read-only"):
+        send(hub, folder, token=None)
+    monkeypatch.delenv("HF_TOKEN")
+    with pytest.raises(UploadError, match="no Hugging Face token"):
+        send(hub, folder, token=None)
     assert hub.writes() == []
 
 
-def test_dry_run_plans_without_writing(hub, tmp_path, folder):
+def test_dry_run_plans_without_writing(hub, folder, monkeypatch):
     hub.put_files(REPO, {"README.md": (folder / "README.md").read_bytes(),
                          "audio/train/old.flac": b"\0old"})
     hub.clear_log()
-    proc = ok(upload(hub, tmp_path, folder, "--dry-run", "--delete-stale"))
-    plan = proc.stdout
+    plan = str(send(hub, folder, dry_run=True, delete_stale=True))
     files = len(manifest(folder)["files"]) + 1
     assert f"datasets/{REPO}" in plan and "dry run: nothing was sent" in plan
-    assert section("add", files - 1) in plan and section("skip", 1) in plan
+    # The card is re-rendered for the repo, so the remote copy of the old one differs too.
+    assert section("add", files) in plan and section("skip", 0) in plan
     assert section("delete", 1) in plan and "audio/train/old.flac" in plan
     assert "limit 100,000" in plan
     assert hub.writes() == []
 
     # Offline and without a token: the local plan, and no request at all.
+    from huggingface_hub import constants
+
     hub.clear_log()
-    proc = ok(upload(hub, tmp_path, folder, "--dry-run", token=None,
-                     env={"HF_HUB_OFFLINE": "1"}))
-    assert "the Hub was not asked" in proc.stdout and section("add", files) in proc.stdout
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    plan = str(send(hub, folder, dry_run=True, token=None))
+    assert "the Hub was not asked" in plan and section("add", files) in plan
     assert hub.log == []
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     # Unreachable endpoint, with a token: the same, said once.
-    proc = ok(upload(hub, tmp_path, folder, "--dry-run", env={"HF_ENDPOINT": "http://127.0.0.1:9"}))
-    assert "the Hub was not asked" in proc.stdout
+    plan = upload(folder, REPO, endpoint="http://127.0.0.1:9", token=DEFAULT_TOKEN, dry_run=True)
+    assert "the Hub was not asked" in str(plan)
 
 
-def test_delete_stale_removes_the_old_layout(hub, tmp_path, folder):
+def test_delete_stale_removes_the_old_layout(hub, folder):
     hub.put_files(REPO, {"audio/train/a.flac": b"\0a", "midi/train/a.mid": b"MThd\0",
                          "data/train-00099.tar": b"\0old shard"})
-    hub.clear_log()
-    proc = upload(hub, tmp_path, folder, "--delete-stale")
-    assert proc.returncode == 1 and "add --yes" in proc.stderr
-    assert hub.writes() == []  # refused before anything was sent
+    asked = []
+    result = send(hub, folder, delete_stale=True, confirm=lambda stale: asked.append(stale))
+    assert len(asked[0]) == 3 and len(result.stale) == 3 and not result.deleted  # said no
 
-    proc = ok(upload(hub, tmp_path, folder, "--delete-stale", "--yes"))
-    assert section("delete", 3) in proc.stdout and "deleted in one commit" in proc.stdout
+    result = send(hub, folder, delete_stale=True)
+    assert section("delete", 3) in str(result) and "deleted in one commit" in str(result)
     assert remote_files(hub) == local_files(folder)
     assert ".gitattributes" in hub.files(REPO)
     last = hub.commits(REPO)[-1]
     assert sorted(last.operations) == [("deletedFile", "data/train-00099.tar"),
                                        ("deletedFolder", "audio"), ("deletedFolder", "midi")]
-    proc = ok(run(hub, tmp_path, "verify", f"hf://datasets/{REPO}", "--deep"))
+    report = verify_remote(f"hf://datasets/{REPO}", endpoint=hub.url, deep=True)
     m = manifest(folder)
     shards = sum(s["shards"] for s in m["splits"].values())
     samples = sum(s["samples"] for s in m["splits"].values())
-    assert f"OK ({len(m['files']) + 1} files, {shards} shards, {samples} samples" in proc.stdout
+    assert f"OK ({len(m['files']) + 1} files, {shards} shards, {samples} samples" in str(report)
 
 
-def test_verification_catches_what_the_hub_serves_wrongly(hub, tmp_path, folder):
-    ok(upload(hub, tmp_path, folder))
+def test_verification_catches_what_the_hub_serves_wrongly(hub, folder):
+    assert send(hub, folder).ok
 
     # Storage corruption of an LFS shard: the listing still matches, so the rerun sends
     # nothing; the deep post-upload check reads the bytes back and names the file.
     hub.alter_file(REPO, "data/train-00000.tar", b"\0" * 1000)
     hub.clear_log()
-    proc = upload(hub, tmp_path, folder, "--deep")
-    assert proc.returncode == 1 and "data/train-00000.tar: the Hub serves bytes" in proc.stdout
+    result = send(hub, folder, deep=True)
+    assert not result.ok and "data/train-00000.tar: the Hub serves bytes" in str(result)
     assert hub.uploaded_bytes() == 0
 
     # `verify hf://` alone: regular files are always read back, and a stray shard in a format
     # folder (which `datasets` would read through the card's data/train-* pattern) is named.
     hub.alter_file(REPO, "index/train.json", b"{}")
     hub.put_file(REPO, "data/train-00099.tar", b"\0stray")
-    proc = run(hub, tmp_path, "verify", f"hf://datasets/{REPO}")
-    assert proc.returncode == 1 and "2 problem(s)" in proc.stdout
-    assert "index/train.json: the Hub serves bytes" in proc.stdout
-    assert "data/train-00099.tar: on the Hub but not in the manifest" in proc.stdout
+    report = verify_remote(f"hf://datasets/{REPO}", endpoint=hub.url)
+    assert len(report.problems) == 2
+    assert "index/train.json: the Hub serves bytes" in str(report)
+    assert "data/train-00099.tar: on the Hub but not in the manifest" in str(report)
     hub.create_repo("testuser/empty")
-    proc = run(hub, tmp_path, "verify", "hf://datasets/testuser/empty")
-    assert proc.returncode == 1 and "has no manifest.json" in proc.stderr
+    with pytest.raises(VerifyError, match="has no manifest.json"):
+        verify_remote("hf://datasets/testuser/empty", endpoint=hub.url)
 
 
-def test_post_upload_check_catches_a_file_changed_after_packing(hub, tmp_path, folder):
+def test_post_upload_check_catches_a_file_changed_after_packing(hub, folder):
     shard = folder / "data" / "validation-00000.tar"
     data = bytearray(shard.read_bytes())
     data[-1] ^= 0xFF  # same size: only a hash sees it
     shard.write_bytes(bytes(data))
-    proc = upload(hub, tmp_path, folder, "--deep")
-    assert proc.returncode == 1 and "validation-00000.tar: sha256 differs" in proc.stderr
+    with pytest.raises(UploadError, match="validation-00000.tar: sha256 differs"):
+        send(hub, folder, deep=True)
     assert hub.writes() == []  # --deep pre-flight stops it before anything is sent
-    proc = upload(hub, tmp_path, folder)  # without --deep it goes folder, and is caught after
-    assert proc.returncode == 1
-    assert "data/validation-00000.tar: sha256 on the Hub differs" in proc.stdout
+    result = send(hub, folder)  # without --deep it goes, and is caught after
+    assert not result.ok
+    assert "data/validation-00000.tar: sha256 on the Hub differs" in str(result)
 
 
-def test_private_flag_refuses_a_public_repo(hub, tmp_path, folder):
+def test_private_flag_refuses_a_public_repo(hub, folder):
     hub.create_repo(REPO, private=False)
-    proc = upload(hub, tmp_path, folder, "--private")
-    assert proc.returncode == 1 and "is public" in proc.stderr
+    with pytest.raises(UploadError, match="is public"):
+        send(hub, folder, private=True)
     assert hub.uploaded_bytes() == 0
 
 
-def test_push_to_hub_dry_run_then_real(hub, tmp_path, dataset_copy):
-    args = [str(dataset_copy), REPO, "--shard-size", "3MB", "--workers", "1"]
-    proc = ok(run(hub, tmp_path, *args, "--dry-run", script=True))
-    staging = tmp_path / f"{dataset_copy.name}.hf_staging"  # beside the dataset, not inside
-    assert (staging / MANIFEST).is_file()
-    assert "dry run: nothing was sent" in proc.stdout and hub.writes() == []
-
-    proc = ok(run(hub, tmp_path, *args, script=True))
-    assert "reusing the finished pack" in proc.stderr and "OK" in proc.stdout
-    assert remote_files(hub) == local_files(staging)
-    assert REPO in (staging / "README.md").read_text()
-
-
-def test_push_to_hub_stages_beside_the_dataset_and_passes_no_sharding(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("push_to_hub", ROOT / "scripts/push_to_hub.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    assert script.default_staging(Path("/data/sousa")) == Path("/data/sousa.hf_staging")
-
-    calls = []
-    monkeypatch.setattr(script, "pack", lambda **kw: calls.append(kw) or "a summary")
-    staging = tmp_path / "staging"
-    staging.mkdir()
-    (staging / MANIFEST).write_text(json.dumps({"options": {"layout": "shards"}}))
-    done = script.stage(tmp_path / "sousa", staging, REPO, shard_size=10**9, workers=1,
-                        no_sharding=True)
-    assert "packed again" in done  # a pack with other options is replaced, not reused
-    assert calls[0]["no_sharding"] is True and calls[0]["overwrite"] is True
-    assert calls[0]["repo_id"] == REPO  # the card's snippets name the target repo
-
-
-def test_new_release_retires_the_old_manifest_before_sending_data(
-    hub, tmp_path, folder, example_dataset
-):
-    ok(upload(hub, tmp_path, folder))
+def test_new_release_retires_the_old_manifest_before_sending_data(hub, folder, example_dataset):
+    assert send(hub, folder).ok
     before = len(hub.commits(REPO))
     from sousa_wds.pack import pack
 
-    pack(example_dataset, folder, shard_size=5_000_000, overwrite=True, progress=False)
-    ok(upload(hub, tmp_path, folder, "--delete-stale", "--yes"))
+    pack(example_dataset, folder, shard_size=5_000_000, overwrite=True,
+         repo_id=REPO)
+    assert send(hub, folder, delete_stale=True).ok
     new = hub.commits(REPO)[before:]
     # 1: the old manifest goes, 2: the data, 3: the new manifest, 4: stale shards go
     assert [(kind, path) for kind, path in new[0].operations] == [("deletedFile", MANIFEST)]
     assert [op for _, op in new[2].operations] == [MANIFEST]
     assert remote_files(hub) == local_files(folder)
+
+
+# --- push: pack + verify + upload --------------------------------------------------------
+
+
+def test_push_dry_run_never_deletes_and_a_real_push_cleans_up(hub, tmp_path, dataset_copy):
+    staging = tmp_path / "staging"
+    options = {"shard_size": 3_000_000, "workers": 1, "progress": None}
+    # A finished pack with other options is there: a dry run must not replace it.
+    from sousa_wds.pack import pack
+
+    pack(dataset_copy, staging, shard_size=5_000_000, workers=1)
+    before = local_files(staging)
+    result = push(dataset_copy, REPO, staging=staging, dry_run=True, pack_options=options,
+                  endpoint=hub.url, token=DEFAULT_TOKEN)
+    assert "a real run packs again, replacing it" in str(result) and not result.ok
+    assert local_files(staging) == before and hub.writes() == []
+
+    result = push(dataset_copy, REPO, staging=staging, pack_options=options, endpoint=hub.url,
+                  token=DEFAULT_TOKEN, keep_staging=True)
+    assert result.ok and "packed again" in str(result)
+    assert remote_files(hub) == local_files(staging)
+    assert f'"{REPO}"' in remote_files(hub)[CARD].decode()
+    result = push(dataset_copy, REPO, staging=staging, pack_options=options, endpoint=hub.url,
+                  token=DEFAULT_TOKEN)
+    assert result.ok and "reusing the finished pack" in str(result)
+    assert result.removed and not staging.exists()
+
+
+def test_push_never_deletes_a_folder_that_holds_no_pack(hub, tmp_path, dataset_copy):
+    """Issue 9.1: push_to_hub.py passed overwrite=True, so pack deleted data/ and README.md
+    of any staging folder."""
+    staging = tmp_path / "mine"
+    (staging / "data").mkdir(parents=True)
+    (staging / "data" / "precious.txt").write_text("keep me")
+    (staging / CARD).write_text("my notes")
+    before = local_files(staging)
+    for dry_run in (True, False):
+        with pytest.raises(PackError, match="not empty"):
+            push(dataset_copy, REPO, staging=staging, dry_run=dry_run, endpoint=hub.url,
+                 token=DEFAULT_TOKEN, pack_options={"workers": 1, "progress": None})
+        assert local_files(staging) == before
+    assert hub.writes() == []
+
+
+# --- the command line --------------------------------------------------------------------
+
+
+def run(hub: HubServer, tmp_path: Path, *args: str, token: str | None = DEFAULT_TOKEN
+        ) -> subprocess.CompletedProcess:
+    """`sousa-wds ARGS` in a subprocess (HF_ENDPOINT and the token in its environment, as a
+    user runs it) with no terminal; no secret may appear in its output."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "sousa_wds.cli", *args],
+        env=hub.client_env(tmp_path / "hf", token=token),
+        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120, cwd=ROOT,
+    )
+    for secret in SECRETS:
+        assert secret not in proc.stdout + proc.stderr, f"token printed by {args}"
+    return proc
+
+
+def test_cli_upload_and_verify(hub, folder, monkeypatch, capsys):
+    """The commands in-process, with the endpoint set as HF_ENDPOINT sets it at import."""
+    from huggingface_hub import constants
+
+    from sousa_wds.cli import main
+
+    monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                        hub.url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False)
+
+    def cli(*args: str) -> tuple[int, str, str]:
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        assert not any(s in out + err for s in SECRETS) and "Traceback" not in err
+        return code, out, err
+
+    code, _, err = cli("upload", str(folder), REPO, "--token", WRONG_TOKEN)
+    assert code == 1 and err.startswith("sousa-wds upload: error: the Hub rejected the token")
+    code, _, err = cli("upload", str(folder), REPO, "--token", DEFAULT_TOKEN, "--delete-stale")
+    assert code == 1 and "add --yes" in err  # no terminal to ask
+    assert hub.writes() == []
+    code, out, err = cli("upload", str(folder), REPO, "--token", DEFAULT_TOKEN, "--quiet")
+    assert code == 0 and err == "" and "OK" in out
+    code, out, _ = cli("verify", f"hf://datasets/{REPO}", "--deep")
+    assert code == 0 and "OK" in out and "sha256 checked" in out
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.startswith("sousa-wds ")
+
+
+def test_cli_push(hub, tmp_path, dataset_copy):
+    args = ["push", str(dataset_copy), REPO, "--shard-size", "3MB", "--workers", "1", "--quiet"]
+    staging = tmp_path / f"{dataset_copy.name}.hf_staging"  # beside the dataset, not inside
+    proc = run(hub, tmp_path, *args, "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "dry run: nothing was sent" in proc.stdout and hub.writes() == []
+    assert (staging / MANIFEST).is_file()  # kept for the real run
+    proc = run(hub, tmp_path, *args)
+    assert proc.returncode == 0, proc.stderr
+    assert "reusing the finished pack" in proc.stdout and "removed the staging copy" in proc.stdout
+    assert not staging.exists() and MANIFEST in remote_files(hub)

@@ -14,7 +14,7 @@ import pytest
 from sousa_wds.cli import main
 from sousa_wds.errors import DatasetError
 from sousa_wds.format import LABEL_COLUMNS, SPLITS
-from sousa_wds.source import read_dataset
+from sousa_wds.source import checks, read_dataset
 
 
 def _labels(root: Path, name: str) -> pa.Table:
@@ -272,7 +272,9 @@ def test_repeated_stroke_index(dataset_copy: Path) -> None:
                                                               strokes.slice(1)]))
     message = _error(dataset_copy)
     first = strokes.column("sample_id")[1].as_py()
-    assert "repeated or unordered (sample_id, index)" in message and first in message
+    index = strokes.column("index")[1].as_py()
+    assert f"repeated (sample_id, index) rows in {dataset_copy}/labels/strokes.parquet" in message
+    assert f"{first} index {index}" in message
 
 
 def test_damaged_media_is_caught_before_packing(dataset_copy: Path) -> None:
@@ -302,3 +304,154 @@ def test_keys_outside_the_allowed_set(bad: str) -> None:
 
     assert key_problem(bad) is not None
     assert key_problem("adv000_single_paradiddle_70bpm_fluidr3g_garage") is None
+
+
+# --- real generator output: buzz rolls, any row order inside a sample ---------------------------
+
+SUB_STROKES = 2  # buzz sub-strokes appended to each primary in the rewritten strokes
+
+
+def _as_buzz_rolls(root: Path, samples: int = 3) -> pa.Table:
+    """Rewrite the first `samples` samples' strokes the way the generator writes buzz rolls.
+
+    Primaries keep indexes 0..P-1; each one's sub-strokes are numbered P, P+1, ... after all
+    primaries but written right after their primary (time order), with `is_grace_note` and
+    `parent_stroke_index`. Returns the rewritten table (rows in file order).
+    """
+    strokes = _labels(root, "strokes")
+    rows = strokes.to_pylist()
+    ids = list(dict.fromkeys(r["sample_id"] for r in rows))[:samples]
+    out: list[dict] = []
+    next_index: dict[str, int] = {}
+    for row in rows:
+        out.append(row)
+        if row["sample_id"] not in ids:
+            continue
+        count = sum(1 for r in rows if r["sample_id"] == row["sample_id"])
+        row.update(stroke_type="buzz", buzz_count=float(SUB_STROKES + 1))
+        for k in range(SUB_STROKES):
+            index = next_index.get(row["sample_id"], count)
+            next_index[row["sample_id"]] = index + 1
+            out.append(row | {"index": index, "is_grace_note": True, "buzz_count": None,
+                              "parent_stroke_index": float(row["index"]),
+                              "intended_time_ms": row["intended_time_ms"] + 10.0 * (k + 1),
+                              "actual_time_ms": row["actual_time_ms"] + 10.0 * (k + 1)})
+    table = pa.Table.from_pylist(out, schema=strokes.schema)
+    _write_labels(root, "strokes", table)
+    return table
+
+
+def test_buzz_roll_stroke_order_is_accepted(dataset_copy: Path) -> None:
+    table = _as_buzz_rolls(dataset_copy)
+    first = table.filter(pc.equal(table.column("sample_id"), table.column("sample_id")[0]))
+    index = first.column("index").to_pylist()
+    assert index != sorted(index) and sorted(index) == list(range(len(index)))
+    assert table.schema.field("sample_id").type == pa.large_string()  # pandas 3 flavour
+    assert len(read_dataset(dataset_copy).samples) == 40
+
+
+def test_measures_in_any_row_order_are_accepted(dataset_copy: Path) -> None:
+    measures = _labels(dataset_copy, "measures")
+    _write_labels(dataset_copy, "measures", measures.take(
+        pa.array(range(measures.num_rows - 1, -1, -1))))  # every sample's rows reversed
+    assert len(read_dataset(dataset_copy).samples) == 40
+
+
+def test_packed_labels_keep_the_source_row_order(dataset_copy: Path, tmp_path: Path) -> None:
+    from sousa_wds.format import labels_path
+    from sousa_wds.pack import pack
+
+    source = _as_buzz_rolls(dataset_copy)
+    pack(dataset_copy, tmp_path / "out", workers=1, progress=False)
+    split_of = {s.key: s.split for s in read_dataset(dataset_copy).samples}
+    for split in SPLITS:
+        packed = pq.read_table(tmp_path / "out" / labels_path("strokes", split))
+        keep = pa.array([split_of[k] == split for k in source.column("sample_id").to_pylist()])
+        expected = source.filter(keep)
+        assert packed.column("sample_id").to_pylist() == expected.column("sample_id").to_pylist()
+        assert packed.column("index").to_pylist() == expected.column("index").to_pylist()
+
+
+@pytest.mark.parametrize("batch_rows", [65_536, 5])
+def test_sub_stroke_index_repeating_a_primary(dataset_copy: Path, batch_rows: int,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(checks, "STREAM_BATCH_ROWS", batch_rows)  # 5: rows carried over
+    table = _as_buzz_rolls(dataset_copy)
+    index = table.column("index").to_pylist()
+    victim = table.column("sample_id")[0].as_py()
+    index[1] = 0  # the first sub-stroke numbered like its primary
+    _set_column(dataset_copy, "strokes", "index", index)
+    assert f"{victim} index 0" in _error(dataset_copy)
+
+
+@pytest.mark.parametrize("batch_rows", [65_536, 5])
+def test_repeat_across_two_runs_of_one_sample(dataset_copy: Path, batch_rows: int,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # A sample's rows split around another sample's: with small batches the two runs are
+    # streamed apart, and the second pass over that sample's rows finds the repeat.
+    monkeypatch.setattr(checks, "STREAM_BATCH_ROWS", batch_rows)
+    strokes = _labels(dataset_copy, "strokes")
+    ids = strokes.column("sample_id")
+    a, b = ids[0].as_py(), next(i for i in ids.to_pylist() if i != ids[0].as_py())
+    rows_a = strokes.filter(pc.equal(ids, a))
+    rows_b = strokes.filter(pc.equal(ids, b))
+    rest = strokes.filter(pc.invert(pc.is_in(ids, pa.array([a, b]))))
+    head, tail = rows_a.slice(0, 3), rows_a.slice(2)  # row 2 of sample a appears twice
+    _write_labels(dataset_copy, "strokes", pa.concat_tables([head, rows_b, tail, rest]))
+    message = _error(dataset_copy)
+    assert f"{a} index {rows_a.column('index')[2].as_py()}" in message
+    _write_labels(dataset_copy, "strokes", pa.concat_tables([head, rows_b, rows_a.slice(3),
+                                                             rest]))
+    assert len(read_dataset(dataset_copy).samples) == 40  # split but unique: accepted
+
+
+def test_samples_carry_size_and_mtime_of_their_files(example_dataset: Path) -> None:
+    for sample in read_dataset(example_dataset).samples[:5]:
+        audio = (example_dataset / sample.audio_path).stat()
+        midi = (example_dataset / sample.midi_path).stat()
+        assert (sample.audio_bytes, sample.audio_mtime_ns) == (audio.st_size, audio.st_mtime_ns)
+        assert (sample.midi_bytes, sample.midi_mtime_ns) == (midi.st_size, midi.st_mtime_ns)
+
+
+def test_mono_audio_and_flat_folders_are_accepted(tmp_path: Path) -> None:
+    import soundfile
+
+    from sousa_wds.example import make_example
+
+    make_example(tmp_path / "flat", samples=10, channels=1, flat=True, duration_sec=(0.5, 0.6))
+    dataset = read_dataset(tmp_path / "flat")
+    assert len(dataset.samples) == 10
+    first = dataset.samples[0]
+    assert first.audio_path.count("/") == 1  # audio/<id>.flac
+    assert soundfile.info(tmp_path / "flat" / first.audio_path).channels == 1
+
+
+@pytest.mark.parametrize(("table", "column"), [("samples", "tempo_bpm"),
+                                               ("strokes", "intended_velocity")])
+def test_values_that_do_not_fit_the_column_type(dataset_copy: Path, table: str,
+                                                column: str) -> None:
+    # Optional integers arrive as double (accepted); a fractional one cannot be an int64.
+    data = _labels(dataset_copy, table)
+    values = [float(v) for v in data.column(column).to_pylist()]
+    values[0] += 0.5
+    index = data.column_names.index(column)
+    _write_labels(dataset_copy, table, data.set_column(index, column, pa.array(values)))
+    message = _error(dataset_copy)
+    assert f"{table}.parquet" in message
+    assert "do not fit their column type" in message or "damaged or invalid rows" in message
+
+
+def test_splits_json_without_a_profile_list(dataset_copy: Path) -> None:
+    splits = json.loads((dataset_copy / "splits.json").read_text())
+    del splits["val_profile_ids"]
+    (dataset_copy / "splits.json").write_text(json.dumps(splits))
+    message = _error(dataset_copy)
+    assert "lacks profile lists" in message and "val_profile_ids" in message
+
+
+def test_duplicate_exercise_row(dataset_copy: Path) -> None:
+    ex = _labels(dataset_copy, "exercises")
+    _write_labels(dataset_copy, "exercises", pa.concat_tables([ex, ex.slice(4, 1)]))
+    message = _error(dataset_copy)
+    assert f"duplicate sample_id in {dataset_copy}/labels/exercises.parquet" in message
+    assert ex.column("sample_id")[4].as_py() in message

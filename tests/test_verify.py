@@ -11,7 +11,7 @@ import pytest
 from sousa_wds.cli import main
 from sousa_wds.errors import VerifyError
 from sousa_wds.format import MANIFEST
-from sousa_wds.verify import verify
+from sousa_wds.verification import verify
 
 
 def test_clean_pack_verifies(packed: Path) -> None:

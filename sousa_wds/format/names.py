@@ -39,7 +39,8 @@ def tar_padded(size: int) -> int:
 MANIFEST = "manifest.json"
 # Top-level folders a pack writes and readers glob (the card's data_files, the loader): a file
 # there that the manifest does not list would be read as data.
-FORMAT_FOLDERS: tuple[str, ...] = ("data", "metadata", "labels", "index", "audio", "midi")
+FORMAT_FOLDERS: tuple[str, ...] = ("data", "metadata", "labels", "index", "audio", "midi",
+                                   "preview")
 CARD = "README.md"
 LABEL_TABLES: tuple[str, ...] = ("strokes", "measures")
 
@@ -73,6 +74,11 @@ def labels_path(table: str, split: str) -> str:
 
 def index_path(split: str) -> str:
     return f"index/{split}.json"
+
+
+def preview_path(split: str) -> str:
+    """A few samples' FLAC in Parquet: the card's `preview` config, played by the Hub viewer."""
+    return f"preview/{split}.parquet"
 
 
 def loose_audio_path(split: str, key: str) -> str:
@@ -121,6 +127,7 @@ __all__ = [
     "metadata_path",
     "labels_path",
     "index_path",
+    "preview_path",
     "loose_audio_path",
     "loose_midi_path",
     "key_problem",

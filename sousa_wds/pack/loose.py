@@ -27,8 +27,9 @@ from ..io import write_bytes_atomic
 from ..source import SourceSample
 from .tar import Progress, flac_facts, read_media
 
-# Files besides media: the card and the manifest, and per split the metadata and label tables.
-FIXED_FILES = 2 + len(SPLITS) * (1 + len(LABEL_TABLES))
+# Files besides media: the card and the manifest, and per split the metadata, label tables and
+# preview (at most: a split without samples has no preview).
+FIXED_FILES = 2 + len(SPLITS) * (2 + len(LABEL_TABLES))
 NAME_MAX = 255  # bytes in one file name on common file systems
 
 

@@ -12,8 +12,9 @@ How it works:
   `--resume`.
 - Progress is explicit state in `OUT/.sousa-wds-pack/` (`state`); `--resume` recomputes the
   plan, keeps the shards whose record and file agree, and writes the rest.
-- Metadata and labels (`tables`), indexes (`indexes`) and the card follow; `manifest.json` is
-  written last and the state folder removed, so a folder with a manifest is a finished one.
+- Metadata and labels (`tables`), indexes (`indexes`), the preview (`..preview`) and the card
+  follow; `manifest.json` is written last and the state folder removed, so a folder with a
+  manifest is a finished one.
 The library prints nothing: warnings go to `logging`, progress to a `ProgressCallback`.
 """
 
@@ -41,6 +42,7 @@ from ..format import (
     metadata_path,
 )
 from ..io import write_bytes_atomic
+from ..preview import write_preview
 from ..source import SourceDataset, SourceSample, read_dataset
 from .folder import check_apart, check_utf8, prepare_out
 from .indexes import build_manifest, write_indexes, write_manifest
@@ -149,13 +151,14 @@ def _write_card_and_manifest(
     dataset: SourceDataset, out: Path, state: PackState, splits: dict[str, SplitCounts],
     media: dict[str, str | None], *, repo_id: str, license: str,
 ) -> tuple[FileEntry, ...]:
-    """The card, then the manifest of every file; returns the manifest's file entries."""
+    """The preview, the card, then the manifest of every file; returns the manifest's entries."""
+    previews = write_preview(out)
     summary = dataset.summary()
     card = render_card({s: c.to_dict() for s, c in splits.items()}, repo_id=repo_id,
                        license=license, layout=state.options.layout,
                        rudiments=summary["rudiments"], profiles=summary["profiles"])
     write_bytes_atomic(out / CARD, card.encode("utf-8"))
-    paths = [*media, CARD]
+    paths = [*media, CARD, *previews]
     for split in SPLITS:
         paths.append(metadata_path(split))
         paths += [labels_path(table, split) for table in LABEL_TABLES]

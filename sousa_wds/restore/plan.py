@@ -9,7 +9,7 @@ How it works:
 - Paths are the generator's (SOUSA_INPUT.md): `audio/{rudiment_slug}/{key}.flac`, and one
   `midi/{rudiment_slug}/{key}.mid` per augmentation group, named after the group's first
   (selected) sample, whose row alone gets `midi_path`. Members of a group whose MIDI differs
-  (by `mid_sha256`, or by size in packs without it) get a file of their own.
+  (by `mid_sha256`) get a file of their own.
 - Keys and rudiment slugs become path parts, so both must pass the format's key rule
   (letters, digits, '_', '-'): nothing in the metadata can name a file outside DIR.
 Planning is pure (metadata frames in, an `ExtractPlan` out); `run` does the I/O.
@@ -32,7 +32,7 @@ class MediaFile:
 
     path: str  # relative to DIR, '/'-separated
     size: int
-    sha256: str | None  # None: the pack has no hash for it (MIDI before mid_sha256)
+    sha256: str  # the metadata's flac_sha256 or mid_sha256
 
 
 @dataclass(frozen=True)
@@ -86,12 +86,10 @@ def plan_extract(frames: Mapping[str, pd.DataFrame]) -> ExtractPlan:
     samples: list[PlannedSample] = []
     for split in (s for s in SPLITS if s in frames):
         frame = frames[split]
-        digests = (frame["mid_sha256"] if "mid_sha256" in frame.columns
-                   else [None] * len(frame))
-        for i, (key, sample_id, slug, group, flac_size, flac_sha, mid_size, digest) in enumerate(
+        for i, (key, sample_id, slug, group, flac_size, flac_sha, mid_size, mid_sha) in enumerate(
                 zip(frame["key"], frame["sample_id"], frame["rudiment_slug"],
                     frame["augmentation_group_id"], frame["flac_size"], frame["flac_sha256"],
-                    frame["mid_size"], digests)):
+                    frame["mid_size"], frame["mid_sha256"])):
             bad = _unsafe(key=key, rudiment_slug=slug) or (
                 None if key == sample_id else f"key {key!r} is not its sample_id {sample_id!r}")
             if bad:
@@ -101,12 +99,11 @@ def plan_extract(frames: Mapping[str, pd.DataFrame]) -> ExtractPlan:
                 twice.append(f"{key} ({seen[key]} and {split})")
                 continue
             seen[key] = split
-            digest = digest if isinstance(digest, str) else None
             # A group's members share one MIDI; one whose bytes differ keeps its own file.
-            identity = (group if isinstance(group, str) else f"\0{key}", digest or int(mid_size))
+            identity = (group if isinstance(group, str) else f"\0{key}", str(mid_sha))
             owns = identity not in groups
             if owns:
-                groups[identity] = MediaFile(f"midi/{slug}/{key}.mid", int(mid_size), digest)
+                groups[identity] = MediaFile(f"midi/{slug}/{key}.mid", int(mid_size), str(mid_sha))
             audio = MediaFile(f"audio/{slug}/{key}.flac", int(flac_size), str(flac_sha))
             samples.append(PlannedSample(key, split, audio, groups[identity], owns))
     _refuse(unsafe, twice)

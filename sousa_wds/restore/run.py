@@ -6,8 +6,8 @@ How it works:
   checked against the manifest. The plan (`plan`) fixes every file; an unsafe key or slug
   stops the run before DIR holds a single media file.
 - Resume from the data: a media file already in DIR with the planned size and sha256
-  (`flac_sha256`, and `mid_sha256` when the pack has it) is kept and its sample not read
-  again. Only the rest is streamed, split by split, shard by shard, with
+  (the metadata's `flac_sha256` / `mid_sha256`) is kept and its sample not read again.
+  Only the rest is streamed, split by split, shard by shard, with
   `sousa_wds.stream(..., decode=False, shuffle=False)`: one sample's bytes at a time.
 - Each file is checked against the metadata before it is written, and written atomically, so
   an interrupted run leaves only complete, correct files; rerun the same command to finish.
@@ -159,8 +159,6 @@ class _MediaWriter:
         self.reused = len(self.done)
         self.written = 0
         self.bytes_written = 0
-        self._sha: dict[str, str] = {}  # files written by this run: a MIDI without mid_sha256
-        # must come out the same from every member of its group
         self.keys = _to_read(plan, self.done)
         pending = sum(len(k) for k in self.keys.values())
         self._state = ExtractProgress(
@@ -175,7 +173,7 @@ class _MediaWriter:
         path = self._path(media)
         if not path.is_file() or path.stat().st_size != media.size:
             return False
-        return media.sha256 is None or file_sha256(path) == media.sha256
+        return file_sha256(path) == media.sha256
 
     def write(self, samples: Any) -> None:
         for raw in samples:
@@ -196,20 +194,18 @@ class _MediaWriter:
 
     def _put(self, sample: PlannedSample, media: MediaFile, data: bytes) -> None:
         sha = hashlib.sha256(data).hexdigest()
-        expected = media.sha256 or self._sha.get(media.path)
-        if len(data) != media.size or (expected is not None and sha != expected):
-            what = ("the metadata's flac_sha256" if media is sample.audio else
-                    "the metadata's mid_sha256" if media.sha256 else "its group's MIDI")
+        if len(data) != media.size or sha != media.sha256:
+            what = "flac_sha256" if media is sample.audio else "mid_sha256"
             raise ExtractError(
                 f"sample {sample.key} ({sample.split}): its {PurePosixPath(media.path).suffix} "
-                f"member does not match {what} ({len(data)} bytes, sha256 {sha[:12]}...). The "
-                "shard is damaged or not the one the metadata describes: re-download or re-pack "
-                "it (`sousa-wds verify --deep` checks every file), then rerun to resume")
+                f"member does not match the metadata's {what} ({len(data)} bytes, sha256 "
+                f"{sha[:12]}...). The shard is damaged or not the one the metadata describes: "
+                "re-download or re-pack it (`sousa-wds verify --deep` checks every file), then "
+                "rerun to resume")
         if media.path in self.done:
             return
         write_bytes_atomic(self._path(media), data)
         self.done.add(media.path)
-        self._sha[media.path] = sha
         self.written += 1
         self.bytes_written += len(data)
 

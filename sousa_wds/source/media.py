@@ -1,0 +1,176 @@
+"""Check every media file a SOUSA dataset points at, once per path, before anything is packed.
+
+How it works:
+- A path from `audio_path`/`midi_path` must be relative, without `..`, and resolve inside the
+  dataset folder: folders are resolved once each, a file only when `lstat` says it is a link.
+- The file must be a regular file (a FIFO would block the first read forever), checked on
+  the `lstat` result before it is opened; the same call gives the size and mtime that pack
+  compares to notice a file changing while it is read.
+- MIDI files must start with `MThd`. FLAC files must start with `fLaC` and be complete: by
+  default libsndfile seeks to the last frames the STREAMINFO header announces and decodes
+  them (~0.3 ms a file; a truncated or cut file fails). `deep=True` decodes every frame
+  (~12 ms per MB-sized file, ~90 MB/s a core), which also finds damage in the middle.
+- Files are checked one after the other: a pool of 8 threads gained nothing measurable here
+  (2 busy cores, warm cache) and cost ~40 MB of RSS at 100k files.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+import soundfile
+
+from ..errors import Problems
+from .checks import inside
+
+FLAC_MAGIC = b"fLaC"
+MIDI_MAGIC = b"MThd"
+TAIL_FRAMES = 64  # decoded at the end of each FLAC: reaching them proves the file is whole
+DEEP_BLOCK_FRAMES = 1 << 16  # frames decoded at a time by deep checks (~0.8 MB of int32 stereo)
+
+
+@dataclass(frozen=True, slots=True)
+class MediaFile:
+    """What one `lstat` said about a checked file: pack compares it to notice changes."""
+
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class MediaReport:
+    """Each checked path's facts (None when it failed) and the problems found."""
+
+    files: dict[str, MediaFile | None] = field(default_factory=dict)
+    problems: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, kind: str, item: str) -> None:
+        self.problems.setdefault(kind, []).append(item)
+
+
+# kind → (what is wrong, the fix); the order is the order problems are listed in.
+PROBLEMS: dict[str, tuple[str, str]] = {
+    "path": ("media paths outside the dataset folder (empty, absolute or with '..')",
+             "audio_path and midi_path must be relative to the dataset folder, with '/'"),
+    "outside": ("media files that resolve outside the dataset folder (symlinks)",
+                "copy these files into the dataset folder instead of linking to them"),
+    "missing audio": ("audio files that do not exist",
+                      "restore these files, or remove their rows from labels/samples.parquet"),
+    "missing midi": ("MIDI files that do not exist",
+                     "restore these files, or regenerate their augmentation groups"),
+    "special": ("media paths that are not regular files (FIFO, folder, device)",
+                "replace them with the real files"),
+    "unreadable": ("media files that cannot be read",
+                   "the generator writes files with mode 0600: run as their owner, or make "
+                   "them readable (chmod -R u+rX,g+rX DATASET)"),
+    "not flac": ("audio files that are not FLAC",
+                 "these files are damaged or another format; regenerate or restore them"),
+    "incomplete": ("FLAC files that are incomplete or damaged",
+                   "these files were cut or corrupted (an interrupted copy?); restore them"),
+    "not midi": ("MIDI files that are not MIDI",
+                 "these files are damaged; regenerate their augmentation groups"),
+}
+
+
+def probe_media(
+    root: str, audio: Iterable[str | None], midi: Iterable[str | None], *, deep: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> MediaReport:
+    """Check each distinct path once; `progress(n)` after every n files checked."""
+    probe = _Probe(root, deep)
+    report = MediaReport()
+    tasks = [(rel, True) for rel in dict.fromkeys(audio)]
+    tasks += [(rel, False) for rel in dict.fromkeys(midi) if rel is not None]
+    for rel, is_audio in tasks:
+        result, kind, item = probe.check(rel, is_audio)
+        report.files[rel] = result
+        if kind:
+            report.add(kind, item)
+        if progress is not None:
+            progress(1)
+    return report
+
+
+def report_problems(report: MediaReport, problems: Problems) -> None:
+    for kind, (what, fix) in PROBLEMS.items():
+        problems.add(what, sorted(report.problems.get(kind, [])), fix)
+
+
+class _Probe:
+    """Checks one path at a time; folders are resolved once each."""
+
+    def __init__(self, root: str, deep: bool) -> None:
+        self.root = root
+        self.root_real = os.path.realpath(root)
+        self.deep = deep
+        self._folders: dict[str, bool] = {}
+
+    def check(self, rel: str | None, is_audio: bool) -> tuple[MediaFile | None, str, str]:
+        """The file's facts, or None with the problem kind and the line that names it."""
+        parts = PurePosixPath(rel or "").parts
+        if not rel or rel.startswith("/") or ".." in parts or "\0" in rel:
+            return None, "path", repr(rel)
+        path = os.path.join(self.root, *parts)
+        if not self._inside(os.path.dirname(path)):
+            return None, "outside", f"{path} -> {os.path.realpath(path)}"
+        try:
+            info = os.lstat(path)
+            if stat.S_ISLNK(info.st_mode):
+                if not inside(self.root_real, real := os.path.realpath(path)):
+                    return None, "outside", f"{path} -> {real}"
+                info = os.stat(path)
+        except OSError:
+            return None, "missing audio" if is_audio else "missing midi", path
+        if not stat.S_ISREG(info.st_mode):
+            return None, "special", path
+        kind, why = self._content(path, is_audio)
+        if kind:
+            return None, kind, f"{path}: {why}"
+        return MediaFile(info.st_size, info.st_mtime_ns), "", ""
+
+    def _inside(self, folder: str) -> bool:
+        if folder not in self._folders:
+            self._folders[folder] = inside(self.root_real, os.path.realpath(folder))
+        return self._folders[folder]
+
+    def _content(self, path: str, is_audio: bool) -> tuple[str, str]:
+        magic = FLAC_MAGIC if is_audio else MIDI_MAGIC
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(len(magic))
+        except OSError as exc:
+            return "unreadable", exc.strerror or str(exc)
+        if head != magic:
+            return ("not flac" if is_audio else "not midi"), f"starts with {head!r}"
+        if is_audio:
+            why = flac_problem(path, deep=self.deep)
+            if why:
+                return "incomplete", why
+        return "", ""
+
+
+def flac_problem(path: str, *, deep: bool = False) -> str | None:
+    """Why the FLAC at `path` is not whole, or None: its last frames (or all, deep) decode."""
+    try:
+        audio = soundfile.SoundFile(path)
+    except (RuntimeError, soundfile.LibsndfileError) as exc:
+        return f"cannot be opened as FLAC ({exc})"
+    with audio:
+        frames = audio.frames
+        try:
+            if deep:
+                decoded = sum(len(b) for b in audio.blocks(DEEP_BLOCK_FRAMES, dtype="int32"))
+            else:
+                start = max(0, frames - TAIL_FRAMES)
+                audio.seek(start)
+                decoded = start + len(audio.read(TAIL_FRAMES, dtype="int32"))
+        except (RuntimeError, soundfile.LibsndfileError) as exc:
+            what = "some frames" if deep else "the last frames"
+            return f"the header announces {frames} frames but {what} do not decode ({exc})"
+    if decoded != frames:
+        return f"decodes {decoded} of the {frames} frames its header announces"
+    return None

@@ -1,0 +1,156 @@
+"""`verify(OUT)`: check a packed folder against its manifest, shard by shard.
+
+How it works:
+- The manifest is the truth: every file it lists must exist with its size (and, with `deep`,
+  its sha256); a file in the format's folders that it does not list is a problem too.
+- The metadata of each split is read (only the columns verify compares) and every row's value
+  types are checked, so damaged Parquet pages are named instead of raising later.
+- Each split's data (shards and index, or loose files) is compared with its rows
+  (`verification.shards`), every key must appear once in the whole pack, and the manifest's own
+  fields must describe the folder (`verification.consistency`).
+- Problems are collected, not raised, so one run names every broken file and key; only a
+  missing or unparseable manifest raises `VerifyError`, since nothing can be checked without it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import VerifyError
+from ..format import FORMAT_FOLDERS, MANIFEST, SPLITS, Manifest, metadata_path
+from .consistency import check_manifest_fields
+from .report import VerifyReport, load_manifest, local_file_problems
+from .shards import check_index, check_loose, check_shard, shard_sample_counts
+
+# The metadata columns verify compares, with the Python type each value must have.
+ROW_COLUMNS: dict[str, type] = {
+    "key": str, "shard_path": str, "index_in_shard": int, "flac_offset": int, "flac_size": int,
+    "json_offset": int, "json_size": int, "mid_offset": int, "mid_size": int, "flac_sha256": str,
+    "audio_filename": str, "midi_filename": str,
+}
+# Columns that are null in the loose layout (no tar, no JSON member).
+LOOSE_NULLS = frozenset({"shard_path", "index_in_shard", "flac_offset", "json_offset",
+                         "json_size", "mid_offset"})
+# Member hashes added by format version 2, compared by `deep` when the metadata has them.
+EXTRA_HASH_COLUMNS = ("mid_sha256", "json_sha256")
+MAX_ROW_PROBLEMS = 5
+
+Progress = Callable[[int, int], None]  # (shards checked, shards in the pack)
+
+
+def verify(target: str | os.PathLike, *, deep: bool = False,
+           progress: Progress | None = None) -> VerifyReport:
+    """Verify the packed folder `target`; the report lists every problem found."""
+    root = Path(target).absolute()
+    if not root.is_dir():
+        raise VerifyError(f"{root}: no such folder")
+    manifest = load_manifest(root)
+    report = VerifyReport(str(root), deep=deep)
+    if (root / MANIFEST).read_bytes() != manifest.to_json():
+        report.add(f"{MANIFEST}: not the bytes pack writes for its content (edited or damaged "
+                   "after packing); pack again with --overwrite")
+    _check_files(root, manifest, report, deep=deep)
+    rows_by_split = {}
+    for split in SPLITS:
+        rows = _read_rows(root, split, manifest.layout, report)
+        if rows is not None:
+            rows_by_split[split] = rows
+    shards = [f for f in manifest.files if f.path.startswith("data/")]
+    done = 0
+    for split, rows in rows_by_split.items():
+        if manifest.layout == "loose":
+            check_loose(root, rows, report, deep=deep)
+            continue
+        done = _check_split_shards(root, manifest, split, rows, report, deep=deep,
+                                   progress=progress, done=done, total=len(shards))
+    seen = Counter(r["key"] for rows in rows_by_split.values() for r in rows)
+    for key, count in sorted(seen.items()):
+        if count > 1:
+            report.add(f"key {key}: {count} metadata rows (must be exactly one)")
+    report.samples = len(seen)
+    check_manifest_fields(manifest, rows_by_split, report)
+    return report
+
+
+def _check_files(root: Path, manifest: Manifest, report: VerifyReport, *, deep: bool) -> None:
+    """Every manifest file (see local_file_problems); extra files in our folders."""
+    entries = [(f.path, f.bytes, f.sha256) for f in manifest.files]
+    problems = local_file_problems(root, entries, deep=deep)
+    report.files = len(entries) - sum(p.endswith(": missing") for p in problems)
+    for problem in problems:
+        report.add(problem)
+    for folder in FORMAT_FOLDERS:
+        for dirpath, _dirs, files in os.walk(root / folder):
+            for name in files:
+                rel = Path(dirpath, name).relative_to(root).as_posix()
+                if manifest.file(rel) is None:
+                    report.add(f"{rel}: not in the manifest (left over from another pack?)")
+
+
+def _read_rows(root: Path, split: str, layout: str, report: VerifyReport) -> list[dict] | None:
+    """The split's metadata rows whose values all have the expected types; None when the
+    file is missing (already reported) or unreadable. Bad rows are reported and left out."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rel = metadata_path(split)
+    if not (root / rel).is_file():
+        return None
+    try:
+        parquet = pq.ParquetFile(root / rel)
+        extra = [c for c in EXTRA_HASH_COLUMNS if c in parquet.schema_arrow.names]
+        rows = parquet.read(columns=[*ROW_COLUMNS, *extra]).to_pylist()
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        report.add(f"{rel}: unreadable ({str(exc).splitlines()[0] if str(exc) else exc!r})")
+        return None
+    good, bad = [], []
+    for i, row in enumerate(rows):
+        problem = _row_problem(row, layout, extra)
+        if problem:
+            bad.append(f"row {i}: {problem}")
+        else:
+            good.append(row)
+    for problem in bad[:MAX_ROW_PROBLEMS]:
+        report.add(f"{rel}: {problem}")
+    if len(bad) > MAX_ROW_PROBLEMS:
+        report.add(f"{rel}: ... and {len(bad) - MAX_ROW_PROBLEMS} more damaged rows")
+    return good
+
+
+def _row_problem(row: dict, layout: str, extra: list[str]) -> str | None:
+    columns = {**ROW_COLUMNS, **dict.fromkeys(extra, str)}
+    for name, kind in columns.items():
+        value = row[name]
+        if value is None and layout == "loose" and name in LOOSE_NULLS:
+            continue
+        if not isinstance(value, kind) or isinstance(value, bool):
+            return f"{name} is {repr(value)[:40]}, not a {kind.__name__}"
+        if kind is int and value < 0:
+            return f"{name} is negative ({value})"
+    return None
+
+
+def _check_split_shards(root: Path, manifest: Manifest, split: str, rows: list[dict],
+                        report: VerifyReport, *, deep: bool, progress: Progress | None,
+                        done: int, total: int) -> int:
+    by_shard: dict[str, list[dict]] = {}
+    for row in rows:
+        by_shard.setdefault(row["shard_path"], []).append(row)
+    shards = [f for f in manifest.files if f.path.startswith(f"data/{split}-")]
+    check_index(root, split, shards, shard_sample_counts(rows), report)
+    for entry in shards:
+        report.shards += 1
+        if (root / entry.path).is_file():  # a missing one is reported by the file checks
+            check_shard(root, entry.path, by_shard.pop(entry.path, []), report, deep=deep)
+        else:
+            by_shard.pop(entry.path, None)
+        done += 1
+        if progress is not None:
+            progress(done, total)
+    for rel, orphans in by_shard.items():
+        report.add(f"{metadata_path(split)}: {len(orphans)} rows point at {rel}, which is "
+                   f"not a shard of the {MANIFEST} (first key {orphans[0]['key']})")
+    return done

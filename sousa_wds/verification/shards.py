@@ -1,0 +1,193 @@
+"""Check what a split's data files hold against its metadata rows: tar shards, shard index,
+or loose files.
+
+How it works:
+- Every shard is parsed with tarfile; member names are split with webdataset's own key rule,
+  so a name WebDataset would read differently is caught. Each key must form one contiguous
+  group of exactly flac/json/mid and match its metadata row: same shard, position, member
+  offsets and sizes. JSON members must be strict JSON objects naming their key. With `deep`,
+  each member's sha256 is compared with the metadata's (`flac_sha256`, and `mid_sha256` /
+  `json_sha256` where the format has them).
+- `index/{split}.json` is parsed defensively (any bytes may be damaged): a document that is not
+  UTF-8, not JSON, nested too deep or of the wrong shape is one named problem, and its shard
+  list must match the manifest's shards, sizes, hashes and per-shard sample counts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tarfile
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from ..format import MEMBERS, FileEntry, index_path, pack_path_problem
+from ..io import file_sha256
+from .report import VerifyReport
+
+MEMBER_HASHES = {"flac": "flac_sha256", "mid": "mid_sha256", "json": "json_sha256"}
+
+
+def check_shard(root: Path, rel: str, rows: list[dict], report: VerifyReport, *,
+                deep: bool) -> None:
+    """One tar shard against the metadata rows that point at it."""
+    from webdataset.tariterators import base_plus_ext
+
+    expected = {r["key"]: r for r in rows}
+    groups: list[tuple[str, dict[str, tarfile.TarInfo]]] = []
+    started: set[str] = set()
+    try:
+        with tarfile.open(root / rel, "r:") as tar:
+            for info in tar:
+                key, ext = base_plus_ext(info.name)
+                if key is None:
+                    report.add(f"{rel}: member {info.name!r} has no WebDataset key")
+                    continue
+                if groups and groups[-1][0] == key:
+                    members = groups[-1][1]
+                    if ext in members:
+                        report.add(f"{rel}: key {key}: member .{ext} appears twice")
+                    members[ext] = info
+                else:
+                    if key in started:
+                        report.add(f"{rel}: key {key}: its members are not contiguous")
+                    started.add(key)
+                    groups.append((key, {ext: info}))
+            for position, (key, members) in enumerate(groups):
+                _check_sample(tar, rel, position, key, members, expected.pop(key, None),
+                              report, deep=deep)
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        report.add(f"{rel}: not a readable tar ({exc}); after key "
+                   f"{groups[-1][0] if groups else '(none)'}")
+        return
+    for key in expected:
+        report.add(f"{rel}: key {key}: in the metadata but not in the shard")
+
+
+def _check_sample(
+    tar: tarfile.TarFile, rel: str, position: int, key: str, members: dict[str, tarfile.TarInfo],
+    row: dict | None, report: VerifyReport, *, deep: bool,
+) -> None:
+    if sorted(members) != sorted(MEMBERS):
+        report.add(f"{rel}: key {key}: members {sorted(members)}, expected {sorted(MEMBERS)}")
+        return
+    if row is None:
+        report.add(f"{rel}: key {key}: in the shard but not in the metadata (extra sample)")
+        return
+    if row["index_in_shard"] != position:
+        report.add(f"{rel}: key {key}: at position {position}, metadata says "
+                   f"{row['index_in_shard']}")
+    for ext, info in members.items():
+        if (row[f"{ext}_offset"], row[f"{ext}_size"]) != (info.offset_data, info.size):
+            report.add(f"{rel}: key {key}: .{ext} at {info.offset_data}+{info.size}, metadata "
+                       f"says {row[f'{ext}_offset']}+{row[f'{ext}_size']}")
+    problem = json_record_problem(_member_bytes(tar, members["json"]), key)
+    if problem:
+        report.add(f"{rel}: key {key}: .json {problem}")
+    if deep:
+        for ext, column in MEMBER_HASHES.items():
+            if column in row and hashlib.sha256(_member_bytes(tar, members[ext])).hexdigest() \
+                    != row[column]:
+                report.add(f"{rel}: key {key}: .{ext} sha256 differs from the metadata")
+
+
+def json_record_problem(data: bytes, key: str) -> str | None:
+    """Why a `.json` member is not the strict JSON object of sample `key`, or None."""
+    try:
+        record = json.loads(data, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        return f"is not strict JSON ({type(exc).__name__}: {str(exc)[:80]})"
+    if not isinstance(record, dict):
+        return f"is a JSON {type(record).__name__}, not an object"
+    if record.get("sample_id") != key:
+        return f"says sample_id {str(record.get('sample_id'))[:80]!r}"
+    return None
+
+
+def _member_bytes(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
+    handle = tar.extractfile(info)
+    if handle is None:
+        raise tarfile.TarError(f"{info.name} is not a regular file")
+    return handle.read()
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def check_index(root: Path, split: str, shards: Sequence[FileEntry],
+                rows_per_shard: Mapping[str, int], report: VerifyReport) -> None:
+    """`index/{split}.json` lists exactly the manifest's shards, with their sizes, sha256 and
+    sample counts."""
+    rel = index_path(split)
+    try:
+        entries = _index_entries(root / rel)
+    except ValueError as exc:
+        report.add(f"{rel}: {exc}")
+        return
+    except OSError:
+        return  # a missing index is reported by the file checks
+    urls = [PurePosixPath(e["url"]).as_posix().removeprefix("../") for e in entries]
+    wanted = [f.path for f in shards]
+    if urls != wanted:
+        report.add(f"{rel}: lists {urls[:5]}{' ...' if len(urls) > 5 else ''}, the manifest has "
+                   f"{wanted[:5]}{' ...' if len(wanted) > 5 else ''}")
+        return
+    for entry, shard in zip(entries, shards, strict=True):
+        listed = (entry["filesize"], entry["sha256"], entry["nsamples"])
+        actual = (shard.bytes, shard.sha256, rows_per_shard.get(shard.path, 0))
+        for name, a, b in zip(("filesize", "sha256", "nsamples"), listed, actual, strict=True):
+            if a != b:
+                report.add(f"{rel}: {shard.path}: {name} {a!r}, the manifest and metadata "
+                           f"say {b!r}")
+
+
+_INDEX_FIELDS = {"url": str, "filesize": int, "sha256": str, "nsamples": int}
+
+
+def _index_entries(path: Path) -> list[dict[str, Any]]:
+    """The shard list of an index file; ValueError saying what is wrong with its shape."""
+    raw = path.read_bytes()
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    except ValueError as exc:
+        raise ValueError(f"not JSON ({exc})") from None
+    shardlist = doc.get("shardlist") if isinstance(doc, dict) else None
+    if not isinstance(shardlist, list):
+        raise ValueError("not a wids shard index (no 'shardlist' list)")
+    for i, entry in enumerate(shardlist):
+        if not isinstance(entry, dict):
+            raise ValueError(f"shardlist[{i}] is not an object")
+        for name, kind in _INDEX_FIELDS.items():
+            value = entry.get(name)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise ValueError(f"shardlist[{i}].{name} is {value!r}, not a {kind.__name__}")
+    return shardlist
+
+
+def check_loose(root: Path, rows: list[dict], report: VerifyReport, *, deep: bool) -> None:
+    """Loose layout: each row's FLAC and MIDI file, by size and (deep) sha256."""
+    for row in rows:
+        for ext, name in (("flac", row["audio_filename"]), ("mid", row["midi_filename"])):
+            if not isinstance(name, str) or pack_path_problem(name):
+                report.add(f"metadata: key {row['key']}: {ext} file name {name!r} is not a "
+                           "path inside the pack")
+                continue
+            path = root / name
+            if not path.is_file():
+                report.add(f"{name}: missing (key {row['key']})")
+            elif path.stat().st_size != row[f"{ext}_size"]:
+                report.add(f"{name}: size differs from the metadata (key {row['key']})")
+            elif deep and MEMBER_HASHES[ext] in row and \
+                    file_sha256(path) != row[MEMBER_HASHES[ext]]:
+                report.add(f"{name}: sha256 differs from the metadata (key {row['key']})")
+
+
+def shard_sample_counts(rows: Sequence[dict]) -> Counter[str]:
+    return Counter(r["shard_path"] for r in rows)
