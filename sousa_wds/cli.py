@@ -86,15 +86,15 @@ def _cmd_pack(args: argparse.Namespace) -> int:
     from .pack import PackProgress, pack
 
     logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
-    bar = tqdm(unit="sample", disable=args.quiet, desc="packing", dynamic_ncols=True)
+    bar = tqdm(unit="sample", disable=args.quiet, desc="packing", dynamic_ncols=True, delay=0.5)
     started = time.perf_counter()
 
     def show(p: PackProgress) -> None:
         bar.total = p.total_samples
-        bar.update(p.samples - bar.n)
         rate = p.bytes / max(time.perf_counter() - started, 1e-9)
         bar.set_postfix_str(f"{rate / 1e6:.1f} MB/s, {p.bytes / 1e6:.0f}/"
                             f"{p.total_bytes / 1e6:.0f} MB", refresh=False)
+        bar.update(p.samples - bar.n)
 
     try:
         with bar:

@@ -58,8 +58,10 @@ def write_loose(samples: Sequence[SourceSample], source_root: Path, out: Path,
     """
     rows = []
     for sample in samples:
-        flac = read_media(source_root, sample.audio_path, sample.audio_bytes)
-        midi = read_media(source_root, sample.midi_path, sample.midi_bytes)
+        flac = read_media(source_root, sample.audio_path, sample.audio_bytes,
+                          sample.audio_mtime_ns)
+        midi = read_media(source_root, sample.midi_path, sample.midi_bytes,
+                          sample.midi_mtime_ns)
         audio_rel = loose_audio_path(sample.split, sample.key)
         midi_rel = loose_midi_path(sample.split, sample.key)
         place(out / audio_rel, flac)

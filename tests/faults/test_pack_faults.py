@@ -85,6 +85,27 @@ def test_a_flac_cut_after_the_check_is_named(
     assert not (out / MANIFEST).exists() and not list(out.rglob("*.partial"))
 
 
+def test_a_flac_rewritten_with_the_same_size_after_the_check_is_named(
+    dataset_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sousa_wds.pack import run
+
+    victim = sorted((dataset_copy / "audio").rglob("*.flac"))[0]
+    real_plan = run.plan_shards
+
+    def plan_then_rewrite(*args, **kwargs):
+        plan = real_plan(*args, **kwargs)
+        data = bytearray(victim.read_bytes())
+        data[-10] ^= 0xFF  # same size, other bytes: only the mtime tells
+        victim.write_bytes(bytes(data))
+        os.utime(victim, ns=(time.time_ns(), time.time_ns() + 10**9))
+        return plan
+
+    monkeypatch.setattr(run, "plan_shards", plan_then_rewrite)
+    with pytest.raises(PackError, match=rf"{victim.name} changed while packing"):
+        pack(dataset_copy, tmp_path / "out", workers=1)
+
+
 def test_a_flac_growing_while_read_is_named(
     dataset_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -22,7 +22,7 @@ from sousa_wds.errors import HttpError, IntegrityError, LoaderError, QueryError,
 from sousa_wds.read import http, samples
 from sousa_wds.read.samples import header_problem
 
-from .craft import add_member_hashes, member_bytes, rewrite_metadata
+from .craft import member_bytes, rewrite_metadata
 from .faultserver import Fault, FaultServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,7 +51,9 @@ def _rename_member(shard: Path, data_offset: int, name: str) -> None:
 
 @pytest.fixture
 def v2(packed_copy: Path) -> Path:
-    add_member_hashes(packed_copy)
+    """A writable pack whose metadata has every member's sha256 (FORMAT_VERSION 2)."""
+    columns = set(sousa_wds.metadata(packed_copy, "test").columns)
+    assert {"flac_sha256", "json_sha256", "mid_sha256"} <= columns
     return packed_copy
 
 

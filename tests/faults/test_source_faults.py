@@ -139,9 +139,11 @@ def test_non_utf8_dataset_path_is_a_named_error(
     shutil.copytree(dataset_copy, odd)
     out = tmp_path / "out"
     assert main(["check", odd]) == 1
+    err = capsys.readouterr().err
+    assert "the dataset path is not valid UTF-8" in err and "caf\\xe9" in err
     assert main(["pack", odd, str(out), "--workers", "1", "--quiet"]) == 1
     err = capsys.readouterr().err
-    assert err.count("is not valid UTF-8") == 2 and "caf\\xe9" in err
+    assert err.startswith("sousa-wds pack: error:") and "UTF-8" in err
     assert not out.exists()
 
 
