@@ -1,6 +1,7 @@
 """Ray Data: `ray_dataset` against `stream()` from a folder, an HTTP mirror and the Hub, the read
 plan, `where=` reading only the selected bytes, batch inference and torch batches, and Ray's own
-`read_webdataset` reading our shards unchanged. One local Ray instance for the module."""
+`read_webdataset` reading our shards unchanged; `pack --ray` against a one-worker pack, interrupted
+and resumed. One local Ray instance for the module."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ import ray.data
 
 import sousa_wds
 from sousa_wds.errors import LoaderError
-from sousa_wds.format import MEMBERS
+from sousa_wds.format import MANIFEST, MEMBERS
+from sousa_wds.pack import STATE_DIR, PackProgress, pack, ray_pool
 from sousa_wds.ray_data import plan_reads
 from sousa_wds.read.samples import Rows
 
+from .conftest import SHARD_SIZE
 from .httpserver import FolderServer
 from .hubserver import DEFAULT_TOKEN, HubServer
 
@@ -142,3 +145,41 @@ def test_ray_read_webdataset_reads_our_shards_unchanged(packed: Path) -> None:
     for row in rows:
         sample = expected[row["__key__"]]
         assert {m: row[m] for m in MEMBERS} == {m: sample[m] for m in MEMBERS}
+
+
+# --- sousa-wds pack --ray ---------------------------------------------------------------------
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_pack_with_ray_is_byte_identical_to_one_worker_and_resumes(
+        example_dataset: Path, packed: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "out"
+    written: list[str] = []
+    run_ray = ray_pool.run_ray
+
+    def spy(tasks, address, progress):  # run_ray itself, noting which shards it was given
+        written.extend(t.name for t in tasks)
+        return run_ray(tasks, address, progress)
+
+    monkeypatch.setattr(ray_pool, "run_ray", spy)
+
+    def interrupt(p: PackProgress) -> None:
+        if p.samples:  # the first shard is done and recorded
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pack(example_dataset, out, shard_size=SHARD_SIZE, ray=True, progress=interrupt)
+    assert not (out / MANIFEST).exists()
+    recorded = len(list((out / STATE_DIR / "shards").glob("*.json")))
+    assert recorded >= 1
+    assert not list(out.rglob("*.partial"))  # cancelled tasks left no partial shard
+    summary = pack(example_dataset, out, shard_size=SHARD_SIZE, ray=True, resume=True)
+    assert summary.reused_shards >= recorded
+    assert summary.reused_shards < summary.shards  # the rest was written by Ray tasks
+    assert _tree(out) == _tree(packed)  # packed: workers=1
+    # Every shard went to Ray tasks: all in the first run, the unfinished ones in the second.
+    assert len(written) == 2 * summary.shards - summary.reused_shards
