@@ -4,6 +4,7 @@ the same order as inline decoding, the same resume state, bounded read-ahead, er
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 
 import sousa_wds
 from sousa_wds.errors import LoaderError
+from sousa_wds.read.epoch import default_decode_threads
 from sousa_wds.read.samples import in_order
 
 from .test_loader import _corrupt, _keys
@@ -72,7 +74,7 @@ def test_resume_state_counts_only_delivered_samples(packed: Path) -> None:
     threads equals the one without, and resuming delivers every sample exactly once."""
     full = _keys(sousa_wds.stream(packed, "train", decode=False, seed=3))
     states = []
-    for threads in (1, 3):
+    for threads in (1, 3, None):
         ds = sousa_wds.stream(packed, "train", seed=3, decode_threads=threads)
         got = []
         for sample in ds:
@@ -81,7 +83,7 @@ def test_resume_state_counts_only_delivered_samples(packed: Path) -> None:
                 break
         assert got == full[:4]
         states.append(ds.state_dict())
-    assert states[0] == states[1]
+    assert states[0] == states[1] == states[2]
     resumed = sousa_wds.stream(packed, "train", seed=3, decode_threads=2)
     resumed.load_state_dict(json.loads(json.dumps(states[1])))
     rest = _keys(resumed)
@@ -98,6 +100,14 @@ def test_bad_samples_are_named_or_skipped_with_threads(packed_copy: Path) -> Non
     assert len(samples) == len(sousa_wds.metadata(packed_copy, "train"))
     assert key not in _keys(samples) and sum(s["padding"] for s in samples) == 1
     assert len(ds.skipped) == 1 and key in ds.skipped[0]
+
+
+def test_default_threads_share_the_cores_among_dataloader_workers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5, 6, 7})
+    assert [default_decode_threads(w) for w in (1, 2, 3, 8, 16)] == [4, 4, 2, 1, 1]
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert [default_decode_threads(w) for w in (1, 2)] == [2, 1]
 
 
 @pytest.mark.parametrize("threads", [0, -1, 1.5])

@@ -9,9 +9,10 @@ How it works:
 - Each pass, the EpochSource asks `epoch.plan_epoch` for this rank's plan, takes this
   DataLoader worker's part, and reads it with a `samples.SampleReader`: a local file in the
   shuffled order directly (seeks are free), a remote one window by window in shard order (the
-  window's raw bytes held, handed out in the shuffled order). With `decode_threads` above 1,
-  samples are checked and decoded on that many threads (`samples.in_order`) while reading
-  stays on the iterating thread; the delivery order, and so resume, does not change.
+  window's raw bytes held, handed out in the shuffled order). Samples are checked and decoded on
+  `decode_threads` threads (`samples.in_order`; by default the cores this process may use,
+  shared among its DataLoader workers) while reading stays on the iterating thread; the
+  delivery order, and so resume, is the same for any thread count.
 - The epoch number lives in shared memory (`_SharedEpoch`), so `set_epoch` in the training
   process reaches DataLoader workers that persist across epochs (`persistent_workers=True`).
 - Resume from data, not from flags: a state lists the rank positions delivered in the epoch
@@ -37,6 +38,7 @@ from .dataset import packed
 from .epoch import (
     EpochPlan,
     PlanConfig,
+    default_decode_threads,
     mask,
     plan_epoch,
     ranges,
@@ -51,9 +53,6 @@ log = logging.getLogger(__name__)
 
 # Samples whose raw bytes a worker holds to shuffle within (SOUSA samples are ~1 MB each).
 SHUFFLE_BUFFER = 64
-# Samples checked and decoded on threads in one process (libsndfile and hashlib run without
-# the GIL). 1 decodes inline: right inside DataLoader workers, which already fill the cores.
-DECODE_THREADS = 1
 STATE_FORMAT = "sousa-wds-stream-state"
 STATE_VERSION = 1
 
@@ -89,7 +88,7 @@ class EpochSource:
     """The pipeline's first stage: plans the epoch for this worker and yields its samples."""
 
     def __init__(self, reader: SampleReader, split: str, cfg: PlanConfig, on_error: str,
-                 decode_threads: int = DECODE_THREADS) -> None:
+                 decode_threads: int | None = None) -> None:
         self.reader = reader
         self.split = split
         self.cfg = cfg
@@ -144,7 +143,8 @@ class EpochSource:
         def load(item: tuple[int, list[bytes] | LoaderError]) -> tuple[int, Any]:
             return item[0], self._sample(plan, *item)
 
-        loaded = in_order(load, self._raw(plan, worker), self.decode_threads)
+        threads = self.decode_threads or default_decode_threads(workers)
+        loaded = in_order(load, self._raw(plan, worker), threads)
         for position, sample in self._substituted(loaded):
             self._delivered.append(position)
             yield sample
@@ -387,7 +387,7 @@ def stream(
     on_error: Literal["raise", "skip"] = "raise",
     token: str | bool | None = None,
     retries: int | None = None,
-    decode_threads: int = DECODE_THREADS,
+    decode_threads: int | None = None,
 ) -> SampleStream:
     """A webdataset pipeline (a torch IterableDataset) over one split, for this rank.
 
@@ -400,9 +400,10 @@ def stream(
     if shuffle_buffer < 1 or seed < 0:
         raise LoaderError(f"shuffle_buffer must be at least 1 ({shuffle_buffer} given) and seed "
                           f"0 or more ({seed} given)")
-    if not isinstance(decode_threads, int) or decode_threads < 1:
-        raise LoaderError(f"decode_threads must be a positive integer, not {decode_threads!r} "
-                          "(1 decodes inline)")
+    if decode_threads is not None and (not isinstance(decode_threads, int)
+                                       or decode_threads < 1):
+        raise LoaderError(f"decode_threads must be a positive integer or None (automatic), not "
+                          f"{decode_threads!r}; 1 decodes inline")
     decoding = Decoding(decode, mono, midi, tensors)
     rank, world_size = rank_and_world(rank, world_size)
     dataset = packed(source, token, retries)
