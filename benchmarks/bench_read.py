@@ -130,9 +130,10 @@ def contenders(packed: Path, threads: int
         """Decode, then what a DataLoader worker and the training process add: the tensor
         pickled into shared memory (torch's ForkingPickler) and rebuilt on the other side."""
         import pickle
+        from multiprocessing.reduction import ForkingPickler
 
         import torch
-        from torch.multiprocessing.reductions import ForkingPickler
+        import torch.multiprocessing  # noqa: F401 - registers torch's shared-memory reductions
 
         for flac in flacs:
             data, _ = soundfile.read(io.BytesIO(flac), dtype="float32", always_2d=True)
