@@ -29,7 +29,12 @@ _EXTRACT_EXPORTS = ("extract",)
 _PUBLISH_EXPORTS = {"verify": ".verification", "upload": ".publish.upload",
                     "verify_remote": ".publish.upload", "push": ".publish.push"}
 
-__all__ = ["SousaWdsError", "__version__", *_READ_EXPORTS, *_EXTRACT_EXPORTS, *_PUBLISH_EXPORTS]
+# Ray Data (the `ray` extra): sousa_wds.ray_data, imported on first access; it imports Ray
+# only when called.
+_RAY_EXPORTS = ("ray_dataset",)
+
+__all__ = ["SousaWdsError", "__version__", *_READ_EXPORTS, *_EXTRACT_EXPORTS, *_PUBLISH_EXPORTS,
+           *_RAY_EXPORTS]
 
 
 def __getattr__(name: str) -> Any:
@@ -45,4 +50,8 @@ def __getattr__(name: str) -> Any:
         from importlib import import_module
 
         return getattr(import_module(_PUBLISH_EXPORTS[name], __name__), name)
+    if name in _RAY_EXPORTS:
+        from . import ray_data
+
+        return getattr(ray_data, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -137,6 +137,7 @@ def _cmd_pack(args: argparse.Namespace) -> int:
                 repo_id=args.repo_id,
                 license=args.license,
                 progress=show,
+                ray=True if args.ray == "" else args.ray or False,
             )
     except KeyboardInterrupt:
         print("sousa-wds pack: interrupted; finished shards are kept, rerun with --resume to "
@@ -429,6 +430,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Hub repo id used in the dataset card's code snippets (`upload` "
                    "renders the card again for the repo it uploads to)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="write the shards as Ray tasks on the cluster at ADDRESS (default: "
+                   "RAY_ADDRESS, else a local Ray); every node must see DATASET and OUT at the "
+                   "same paths. Put it after OUT, or write --ray=ADDRESS. Output is the same as "
+                   "--workers 1; --resume works as usual (pip install 'sousa-wds[ray]')")
     p.set_defaults(func=_cmd_pack)
 
     p = sub.add_parser(

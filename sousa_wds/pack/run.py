@@ -6,10 +6,10 @@ How it works:
   following links, and by file identity), and `--overwrite` deletes only a previous pack's
   files, in a folder that holds our manifest or pack state.
 - OUT is locked for the whole run (`state.out_lock`). Shards are written by `tar.write_shard`,
-  in worker processes when `workers > 1`; each shard is planned in full beforehand, so the
-  bytes do not depend on the worker count. Workers ignore Ctrl-C: the parent asks them to stop
-  between two samples, they remove their unfinished shard, and finished shards stay for
-  `--resume`.
+  in worker processes when `workers > 1` or as Ray tasks with `ray=` (`ray_pool`); each shard
+  is planned in full beforehand, so the bytes do not depend on the worker count. Workers
+  ignore Ctrl-C: the parent asks them to stop between two samples, they remove their
+  unfinished shard, and finished shards stay for `--resume`.
 - Progress is explicit state in `OUT/.sousa-wds-pack/` (`state`); `--resume` recomputes the
   plan, keeps the shards whose record and file agree, and writes the rest.
 - Metadata and labels (`tables`), indexes (`indexes`), the preview (`..preview`) and the card
@@ -101,11 +101,18 @@ def pack(
     repo_id: str = DEFAULT_REPO_ID,
     license: str = "other",
     progress: ProgressCallback | None = None,
+    ray: bool | str = False,
 ) -> PackSummary:
-    """Pack `dataset_dir` into `out`; see the module docstring for the guarantees."""
+    """Pack `dataset_dir` into `out`; see the module docstring for the guarantees.
+
+    `ray`: write the shards as Ray tasks (True: Ray's default cluster, or a cluster address);
+    every node must see `dataset_dir` and `out` at the same paths."""
     started = time.perf_counter()
     if resume and overwrite:
         raise PackError("--resume and --overwrite exclude each other: pick one")
+    if ray is not False and no_sharding:
+        raise PackError("--ray writes shards in Ray tasks; --no-sharding writes loose files "
+                        "here: drop one of them")
     check_utf8(dataset_dir, out)
     dataset = read_dataset(dataset_dir)
     stamps = {table: file_stamp(dataset.label_path(table)) for table in LABEL_TABLES}
@@ -128,7 +135,8 @@ def pack(
             rows, media, shard_counts = _write_loose_layout(dataset, plan, out, progress)
         else:
             rows, media, shard_counts = _write_shard_layout(
-                dataset, plan, out, states, finished, workers or os.cpu_count() or 1, progress)
+                dataset, plan, out, states, finished, workers or os.cpu_count() or 1, progress,
+                ray)
         splits = {split: SplitCounts(samples=len(rows[split]), shards=shard_counts[split],
                                      bytes=_member_bytes(rows[split])) for split in SPLITS}
         write_metadata(dataset, out, rows)
@@ -212,6 +220,7 @@ def _write_loose_layout(dataset: SourceDataset, plan: PackPlan, out: Path,
 def _write_shard_layout(
     dataset: SourceDataset, plan: PackPlan, out: Path, states: StateDir,
     finished: dict[str, ShardResult], workers: int, progress: ProgressCallback | None,
+    ray: bool | str = False,
 ) -> Written:
     """Write the shards not finished yet, recording each; then the wids indexes."""
     todo = [s for s in plan.shards if s.name not in finished]
@@ -223,8 +232,12 @@ def _write_shard_layout(
     ]
     results = dict(finished)
     tracker = _Tracker([x for s in todo for x in s.samples], progress)
-    if workers <= 1 or len(tasks) <= 1:
-        done: Iterator[ShardResult] = (write_shard(t, tracker.add) for t in tasks)
+    if ray is not False and tasks:
+        from .ray_pool import run_ray
+
+        done: Iterator[ShardResult] = run_ray(tasks, None if ray is True else ray, tracker.add)
+    elif workers <= 1 or len(tasks) <= 1:
+        done = (write_shard(t, tracker.add) for t in tasks)
     else:
         done = run_pool(tasks, workers, tracker.set)
     for result in done:
