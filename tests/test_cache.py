@@ -70,6 +70,24 @@ def test_epoch_two_sends_no_shard_bytes_and_local_sources_are_not_cached(
         assert hashlib.sha256(blobs[entry.sha256].read_bytes()).hexdigest() == entry.sha256
 
 
+def test_dataloader_workers_share_the_cache(packed: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    expected = sorted(k for k, _ in _raw(packed, None))
+    with FolderServer(packed) as server:
+        ds = sousa_wds.stream(server.url, "train", decode=False, cache_dir=cache)
+        loader = ds.loader(batch_size=4, num_workers=2, collate_fn=list)
+        for epoch in range(2):
+            server.clear()
+            loader.set_epoch(epoch)
+            keys = sorted(s["key"] for batch in loader for s in batch)
+            assert keys == expected
+            gets = _shard_gets(server)
+            if epoch == 0:  # the two workers' shards, each fetched once
+                assert gets and sorted(gets) == sorted(set(gets))
+            else:
+                assert gets == []
+
+
 def _fill(url: str, cache: str, barrier: object) -> None:
     barrier.wait()  # type: ignore[attr-defined]
     view = sousa_wds.SampleMap(url, "train", decode=False, cache_dir=cache)
@@ -117,6 +135,24 @@ def test_a_corrupt_cache_file_is_detected_deleted_and_fetched_again(
         assert _shard_gets(server) == [shard]
     assert str(blob) in caplog.text and shard in caplog.text
     assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name
+
+
+def test_a_new_process_trusts_unchanged_files_without_hashing_them(
+        packed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sousa_wds.read import cache as cache_module
+
+    cache = tmp_path / "cache"
+    with FolderServer(packed) as server:
+        expected = _raw(server.url, cache)
+        monkeypatch.setattr(cache_module, "_verified", {})  # what a fresh worker knows
+        monkeypatch.setattr(cache_module, "file_sha256", _no_hashing)
+        server.clear()
+        assert _raw(server.url, cache) == expected
+        assert server.bytes_sent("data/") == 0
+
+
+def _no_hashing(path: Path) -> str:
+    raise AssertionError(f"{path} was hashed again although it did not change")
 
 
 def test_the_size_cap_evicts_and_a_file_over_the_cap_is_read_remotely(

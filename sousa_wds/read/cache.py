@@ -17,8 +17,11 @@ How it works:
   Bytes are streamed to a hidden temporary sibling while hashed, checked against the manifest's
   sha256 and size, fsynced and renamed (`io.atomic_path`): a half-written file never appears
   under its final name. Wrong bytes from the server raise IntegrityError and are not cached.
-- Check: each process hashes a cached file before its first use of it (remembered by inode, size
-  and mtime); a mismatch is logged (warning naming the file), the file deleted and fetched again.
+- Check: a file is hashed when it is fetched, and again whenever it changed since (its inode,
+  size and mtime differ from those recorded in `verified/{sha256}` when it was last found
+  right), so DataLoader workers, restarted each epoch, do not re-hash a whole split. A mismatch
+  is logged (warning naming the file), the file deleted and fetched again. Bytes that rot on the
+  disk without any write are not seen here; `verify=True` checks every member as it is read.
 - Eviction: after each fill, while the blobs exceed the cap, the least recently used (atime, set
   on each use) are deleted. A reader holding one open keeps reading it (unlinked files live on
   while open). A file larger than the cap is read remotely, not cached.
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import logging
 import os
 import threading
@@ -46,7 +50,7 @@ from typing import Any
 
 from ..errors import IntegrityError, LoaderError, PackError
 from ..format import FileEntry, Manifest
-from ..io import HASH_CHUNK, atomic_path, file_sha256, parse_size
+from ..io import HASH_CHUNK, atomic_path, file_sha256, parse_size, write_bytes_atomic
 from .location import LocalLocation, Location, _FileRange
 
 log = logging.getLogger(__name__)
@@ -100,17 +104,32 @@ class FileCache:
     def blob(self, sha256: str) -> Path:
         return self.root / "blobs" / sha256[:2] / sha256
 
-    def _trusted(self, path: Path, st: os.stat_result, entry: FileEntry) -> bool:
-        """Whether `path` holds the entry's bytes: hashed once per process and file version."""
-        key = str(path)
+    def _record(self, sha256: str) -> Path:
+        return self.root / "verified" / sha256
+
+    def _known(self, path: Path, st: os.stat_result, sha256: str) -> bool:
+        """Whether `path`, as it is now (inode, size, mtime), was hashed and found right, by
+        this process or (its record under verified/) by any other."""
+        signature = _signature(st)
         with _verified_lock:
-            if _verified.get(key) == _signature(st):
+            if _verified.get(str(path)) == signature:
                 return True
-        if st.st_size != entry.bytes or file_sha256(path) != entry.sha256:
+        try:
+            recorded = tuple(json.loads(self._record(sha256).read_bytes()))
+        except (OSError, ValueError, TypeError):
+            return False
+        if recorded != signature:
             return False
         with _verified_lock:
-            _verified[key] = _signature(st)
+            _verified[str(path)] = signature
         return True
+
+    def _remember(self, path: Path, sha256: str) -> None:
+        """Record that `path` holds its bytes (called under the file's lock)."""
+        signature = _signature(path.stat())
+        write_bytes_atomic(self._record(sha256), json.dumps(signature).encode())
+        with _verified_lock:
+            _verified[str(path)] = signature
 
     @contextmanager
     def _locked(self, sha256: str) -> Iterator[None]:
@@ -130,14 +149,17 @@ class FileCache:
         """The cached copy of `entry`, checked, fetched from `inner` first when needed."""
         final = self.blob(entry.sha256)
         st = _stat(final)
-        if st is None or not self._trusted(final, st, entry):
+        if st is None or not self._known(final, st, entry.sha256):
             with self._locked(entry.sha256):
-                st = _stat(final)  # another process may have filled or repaired it meanwhile
-                if st is not None and not self._trusted(final, st, entry):
-                    log.warning("cached %s (%s) does not match the manifest's sha256: deleted, "
-                                "fetching it again", final, entry.path)
-                    final.unlink(missing_ok=True)
-                    st = None
+                st = _stat(final)  # another process may have filled or checked it meanwhile
+                if st is not None and not self._known(final, st, entry.sha256):
+                    if st.st_size == entry.bytes and file_sha256(final) == entry.sha256:
+                        self._remember(final, entry.sha256)
+                    else:
+                        log.warning("cached %s (%s) does not match the manifest's sha256: "
+                                    "deleted, fetching it again", final, entry.path)
+                        final.unlink(missing_ok=True)
+                        st = None
                 if st is None:
                     self._fill(inner, entry, final)
                     self._evict(keep=final)
@@ -166,8 +188,7 @@ class FileCache:
             raise LoaderError(f"cannot write {entry.path} into the cache {self.root}: "
                               f"{exc.strerror or exc}. Free space, choose another cache_dir= "
                               "or lower cache_size=") from exc
-        with _verified_lock:
-            _verified[str(final)] = _signature(final.stat())
+        self._remember(final, entry.sha256)
 
     def _evict(self, keep: Path) -> None:
         """Delete the least recently used blobs until the cache fits its cap."""
@@ -183,6 +204,7 @@ class FileCache:
             if total <= self.cap:
                 break
             path.unlink(missing_ok=True)
+            self._record(path.name).unlink(missing_ok=True)
             total -= size
 
 
