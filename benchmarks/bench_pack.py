@@ -148,7 +148,7 @@ def _make(path: Path, samples: int) -> dict:
     shutil.rmtree(path, ignore_errors=True)
     started = time.perf_counter()
     print(f"  generating {samples} samples into {path} ...", flush=True)
-    make_example(path, samples=samples, seed=SEED, duration_sec=DURATION_SEC, progress=False)
+    make_example(path, samples=samples, seed=SEED, duration_sec=DURATION_SEC)
     info = {"samples": samples, "media_bytes": _tree_bytes(path),
             "flac_bytes": _tree_bytes(path, ("audio",)), "seconds": time.perf_counter() - started}
     marker.write_text(json.dumps(info))

@@ -28,17 +28,20 @@ def _without_torch() -> None:
 
 
 def _cmd_example(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from .example import make_example
 
     started = time.perf_counter()
-    summary = make_example(
-        args.out,
-        samples=args.samples,
-        seed=args.seed,
-        duration_sec=tuple(args.duration_sec),
-        channels=args.channels,
-        progress=not args.quiet,
-    )
+    with tqdm(total=args.samples, desc="example", unit="sample", disable=args.quiet) as bar:
+        summary = make_example(
+            args.out,
+            samples=args.samples,
+            seed=args.seed,
+            duration_sec=tuple(args.duration_sec),
+            channels=args.channels,
+            progress=lambda done, size: bar.update(done),
+        )
     print(f"wrote {summary} in {time.perf_counter() - started:.1f} s")
     return 0
 

@@ -108,3 +108,7 @@ class ResumeMismatch(PackError):
 
 class PackInterrupted(PackError):
     """A pack was stopped (Ctrl-C); finished shards stay for `--resume`."""
+
+
+class ExampleError(SousaWdsError, ValueError):
+    """The example cannot be written as asked (output folder in use, bad option)."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import mido
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -238,7 +239,7 @@ def test_label_rows_follow_samples_and_repeat_per_group(dataset: Path) -> None:
         sizes = table.groupby("sample_id", sort=False).size()
         assert sizes.tolist() == [r[count] for r in rows]
         for _, part in table.groupby("sample_id", sort=False):
-            assert part["index"].tolist() == list(range(len(part)))
+            assert sorted(part["index"]) == list(range(len(part)))  # buzz rolls: not in order
         by_group = defaultdict(list)
         for row in rows:
             part = table[table.sample_id == row["sample_id"]].drop(columns="sample_id")
@@ -250,6 +251,71 @@ def test_label_rows_follow_samples_and_repeat_per_group(dataset: Path) -> None:
     assert exercises.sample_id.tolist() == order
     measures = _table(dataset, "measures").to_pandas()
     assert (measures.stroke_end > measures.stroke_start).all()
+
+
+def _buzz_rolls(strokes: pd.DataFrame, rows: list[dict]) -> list[pd.DataFrame]:
+    """The stroke rows of each multiple_bounce_roll sample, in file order."""
+    ids = [r["sample_id"] for r in rows if r["rudiment_slug"] == "multiple_bounce_roll"]
+    return [strokes[strokes.sample_id == sid] for sid in ids]
+
+
+def test_buzz_rolls_number_primaries_first_and_write_rows_in_time_order(dataset: Path) -> None:
+    strokes = _table(dataset, "strokes").to_pandas()
+    rolls = _buzz_rolls(strokes, _samples(dataset))
+    assert rolls, "the default rudiment mix must include a buzz roll"
+    for part in rolls:
+        index = part["index"].tolist()
+        assert sorted(index) == list(range(len(part)))  # unique, covering 0..n-1
+        assert index != sorted(index)  # yet not increasing row by row
+        primary = ~part.is_grace_note
+        primaries = part[primary]
+        assert primaries["index"].tolist() == list(range(len(primaries)))  # numbered first
+        subs = part[~primary]
+        assert subs["index"].tolist() == list(range(len(primaries), len(part)))  # then these
+        assert (part.stroke_type == "buzz").all() and not part.is_accent.any()
+        assert subs.buzz_count.isna().all() and primaries.parent_stroke_index.isna().all()
+        counts = subs.parent_stroke_index.astype(int).value_counts()
+        by_index = primaries.set_index("index")
+        assert set(counts.index) <= set(by_index.index)
+        for parent, bounces in counts.items():
+            assert by_index.buzz_count[parent] == 1 + bounces  # primary + its bounces
+        # Time order: each bounce comes right after its primary (or a sibling bounce).
+        current = None
+        for row in part.itertuples():
+            if row.is_grace_note:
+                assert row.parent_stroke_index == current
+                assert row.hand == by_index.hand[current]
+            else:
+                current = row.index
+        assert (part.intended_time_ms.diff().dropna() > 0).all()
+    others = strokes[~strokes.sample_id.isin(pd.concat(rolls).sample_id)]
+    assert others.buzz_count.isna().all()
+    assert (others.parent_stroke_index.notna() == (others.stroke_type == "grace")).all()
+
+
+def test_buzz_roll_measures_cut_rows_in_file_order(dataset: Path) -> None:
+    """Like the generator: chunks of one cycle's stroke count over the rows as written, with
+    stroke_start/stroke_end as row positions (not stroke indexes)."""
+    strokes = _table(dataset, "strokes").to_pandas()
+    measures = _table(dataset, "measures").to_pandas()
+    for part in _buzz_rolls(strokes, _samples(dataset)):
+        mine = measures[measures.sample_id == part.sample_id.iloc[0]]
+        starts, ends = mine.stroke_start.tolist(), mine.stroke_end.tolist()
+        assert starts[0] == 0 and ends[-1] == len(part) and starts[1:] == ends[:-1]
+        assert all(e - s == 8 for s, e in zip(starts[:-1], ends[:-1]))  # 8 strokes a cycle
+        first = part.iloc[starts[0]:ends[0]]
+        assert mine.velocity_mean.iloc[0] == pytest.approx(first.actual_velocity.mean())
+
+
+def test_the_shared_example_has_a_buzz_roll_in_a_split(example_dataset: Path) -> None:
+    """Every test that checks or packs conftest's example goes through unordered indexes."""
+    rows = _samples(example_dataset)
+    splits = json.loads((example_dataset / "splits.json").read_text())
+    profiles = {p for k in ("train_profile_ids", "val_profile_ids", "test_profile_ids")
+                for p in splits[k]}
+    rolls = _buzz_rolls(_table(example_dataset, "strokes").to_pandas(),
+                        [r for r in rows if r["profile_id"] in profiles])
+    assert rolls and all(p["index"].tolist() != sorted(p["index"]) for p in rolls)
 
 
 def test_splits_partition_profiles(dataset: Path) -> None:
@@ -266,7 +332,8 @@ def test_splits_partition_profiles(dataset: Path) -> None:
 
 
 def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
-    options = {"samples": 6, "duration_sec": (0.3, 0.5)}
+    options = {"samples": 6, "duration_sec": (0.3, 0.5),
+               "rudiments": ("multiple_bounce_roll", "single_paradiddle")}
     a = _files(make_example(tmp_path / "a", seed=7, **options).path)
     b = _files(make_example(tmp_path / "b", seed=7, **options).path)
     c = _files(make_example(tmp_path / "c", seed=8, **options).path)
@@ -306,12 +373,12 @@ def test_refuses_a_non_empty_folder_and_accepts_an_empty_one(tmp_path: Path) -> 
 
 
 def test_a_failed_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import sousa_wds.example as example
+    import sousa_wds.example.write as write
 
     def fail(*args: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(example, "_write_labels", fail)
+    monkeypatch.setattr(write, "_write_labels", fail)
     with pytest.raises(OSError, match="disk full"):
         make_example(tmp_path / "out", samples=2, duration_sec=(0.3, 0.3))
     assert list(tmp_path.iterdir()) == []

@@ -398,9 +398,12 @@ def test_push_dry_run_never_deletes_and_a_real_push_cleans_up(hub, tmp_path, dat
     assert "a real run packs again, replacing it" in str(result) and not result.ok
     assert local_files(staging) == before and hub.writes() == []
 
+    data = json.loads((staging / MANIFEST).read_text())
+    data["format_version"] = 1  # a pack by an older sousa-wds: replaced, not an error
+    (staging / MANIFEST).write_text(json.dumps(data))
     result = push(dataset_copy, REPO, staging=staging, pack_options=options, endpoint=hub.url,
                   token=DEFAULT_TOKEN, keep_staging=True)
-    assert result.ok and "packed again" in str(result)
+    assert result.ok and "packed again" in str(result) and "format version 1" in str(result)
     assert remote_files(hub) == local_files(staging)
     assert f'"{REPO}"' in remote_files(hub)[CARD].decode()
     result = push(dataset_copy, REPO, staging=staging, pack_options=options, endpoint=hub.url,

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import ManifestError
 from ..format import MANIFEST, PackOptions
 from ..verification import VerifyReport, load_manifest, verify
 from . import repo_card
@@ -127,7 +128,10 @@ def why_not_reusable(dataset: Path, staging: Path, options: dict[str, Any]) -> s
     from ..pack.plan import DEFAULT_SEED, DEFAULT_SHARD_SIZE
     from ..source import read_dataset
 
-    manifest = load_manifest(staging)
+    try:
+        manifest = load_manifest(staging)
+    except ManifestError as exc:  # e.g. a pack of an older format version: pack again
+        return f"its manifest is not usable here ({exc})"
     layout = "loose" if options.get("no_sharding") else "shards"
     wanted = PackOptions(layout=layout,
                          shard_size=options.get("shard_size") or DEFAULT_SHARD_SIZE,

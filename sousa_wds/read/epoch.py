@@ -12,7 +12,7 @@ How it works:
   the plan; `_ranges`/`_mask` store it compactly.
 - `rank_and_world` reads explicit values, else torch.distributed when initialised, else
   RANK/WORLD_SIZE; `worker_slot` asks torch (only when already imported) which DataLoader worker
-  this is.
+  this is; `default_decode_threads` shares this process's cores among the workers.
 """
 
 from __future__ import annotations
@@ -25,6 +25,10 @@ import numpy as np
 
 from ..errors import LoaderError
 from .samples import Rows
+
+# Decode threads per process at most, by default: FLAC decoding runs without the GIL, but
+# libsndfile's reads call back into Python, so more threads mostly contend.
+MAX_DECODE_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -160,3 +164,10 @@ def worker_slot() -> tuple[int, int]:
     data = sys.modules.get("torch.utils.data")
     info = data.get_worker_info() if data is not None else None
     return (info.id, info.num_workers) if info is not None else (0, 1)
+
+
+def default_decode_threads(workers: int) -> int:
+    """Default threads decoding in each of `workers` DataLoader workers (1: this process): the
+    cores this process may run on, shared among them, so workers do not oversubscribe."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(MAX_DECODE_THREADS, (cores or 1) // workers))

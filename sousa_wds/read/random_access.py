@@ -22,6 +22,7 @@ import os
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
+from weakref import WeakKeyDictionary
 
 import numpy as np
 import pandas as pd
@@ -99,11 +100,20 @@ def get_sample(source: Any, key: str, *, split: str | None = None, decode: bool 
                tensors: bool = False, token: str | bool | None = None,
                cache_dir: str | bool | None = None, cache_size: str | int | None = None
                ) -> dict[str, Any]:
-    """One sample by key, reading only its bytes (plus the metadata to find them); with
-    `cache_dir`, its whole shard into the cache. For many lookups, keep a SampleMap: it reads
-    the metadata once."""
-    dataset = packed(source, token, cache_dir=cache_dir, cache_size=cache_size)
-    view, _ = find(dataset, key, split, decode=decode, mono=mono, midi=midi, tensors=tensors)
+    """One sample by key, reading only its bytes: one range request. The metadata is read once
+    per source and process (cached, as for `load_audio`), so repeated calls cost one request
+    each. With `cache_dir`, its whole shard goes into the local cache (see `read.cache`)."""
+    dataset = _dataset(None, source, None, token, (cache_dir, cache_size))
+    dataset.require_shards()
+    name = _split_of(dataset, key, split)
+    options = (decode, mono, midi, tensors)
+    with _lock:
+        views = _views.setdefault(dataset, {})
+    view = views.get((name, options))
+    if view is None:  # built outside the lock: reading metadata may take a while
+        view = SampleMap(dataset, name, decode=decode, mono=mono, midi=midi, tensors=tensors)
+        with _lock:
+            view = views.setdefault((name, options), view)
     return view[key]
 
 
@@ -111,7 +121,13 @@ def get_sample(source: Any, key: str, *, split: str | None = None, decode: bool 
 
 _lock = threading.Lock()
 _datasets: dict[tuple[Any, ...], PackedDataset] = {}
-_keys: dict[int, dict[str, tuple[str, int]]] = {}  # id(dataset) → key → (split, row)
+# Per dataset (dropped with it): key → (split, row); split → location columns as arrays;
+# (split, decoding options) → SampleMap.
+_keys: WeakKeyDictionary[PackedDataset, dict[str, tuple[str, int]]] = WeakKeyDictionary()
+_columns: WeakKeyDictionary[PackedDataset, dict[str, dict[str, np.ndarray]]] = (
+    WeakKeyDictionary())
+_views: WeakKeyDictionary[PackedDataset, dict[tuple[Any, ...], SampleMap]] = (
+    WeakKeyDictionary())
 
 
 def _dataset(repo_id: str | None, source: Any, revision: str | None,
@@ -123,6 +139,8 @@ def _dataset(repo_id: str | None, source: Any, revision: str | None,
                           "source= (a packed folder, an http(s) URL or hf://datasets/USER/NAME)")
     if isinstance(target, PackedDataset):
         return target
+    if not isinstance(target, (str, os.PathLike)):  # a Location: not cached
+        return packed(target, token, cache_dir=cache[0], cache_size=cache[1])
     target = os.fspath(target)
     if revision is not None:
         if "@" in target.rpartition("/")[2]:
@@ -137,23 +155,41 @@ def _dataset(repo_id: str | None, source: Any, revision: str | None,
         return _datasets[cache_key]
 
 
-def _row_by_key(dataset: PackedDataset, key: str) -> pd.DataFrame:
+def _split_of(dataset: PackedDataset, key: str, split: str | None) -> str:
+    """The split holding `key` (looked up in the cached key index)."""
+    if split is not None:
+        dataset.frame(split)  # an unknown split is named as such
     with _lock:
-        index = _keys.get(id(dataset))
+        index = _keys.get(dataset)
         if index is None:
-            index = {k: (split, i) for split in SPLITS
-                     for i, k in enumerate(dataset.frame(split)["key"])}
-            _keys[id(dataset)] = index
-    if key not in index:
-        raise LoaderError(f"no sample {key!r} in {dataset.location.description}; keys are "
-                          "sample_ids (the metadata's key column)")
-    split, row = index[key]
-    return dataset.frame(split).iloc[[row]]
+            index = {k: (name, i) for name in SPLITS
+                     for i, k in enumerate(dataset.frame(name)["key"])}
+            _keys[dataset] = index
+    found = index.get(key)
+    if found is None or (split is not None and found[0] != split):
+        raise LoaderError(f"no sample {key!r} in {dataset.location.description} "
+                          f"({split or ', '.join(SPLITS)}); keys are sample_ids, e.g. from "
+                          "`sousa-wds stream` or the metadata's key column")
+    return found[0]
 
 
-def _row(sample: Any, dataset: PackedDataset, member: str) -> pd.DataFrame:
-    """`sample` (a key, a dict such as a `datasets` row, or a pandas row) as a one-row frame
-    with the member's location; the row's own columns when it has them all."""
+def _row_by_key(dataset: PackedDataset, key: str) -> dict[str, np.ndarray]:
+    """The key's location columns as one-row arrays (no pandas per call)."""
+    name = _split_of(dataset, key, None)
+    row = _keys[dataset][key][1]
+    with _lock:
+        tables = _columns.setdefault(dataset, {})
+        if name not in tables:
+            frame = dataset.frame(name)
+            wanted = [c for c in frame.columns if c in ("key", "shard_path")
+                      or c.rpartition("_")[2] in ("offset", "size", "sha256")]
+            tables[name] = {c: frame[c].to_numpy() for c in wanted}
+    return {c: values[row:row + 1] for c, values in tables[name].items()}
+
+
+def _row(sample: Any, dataset: PackedDataset, member: str) -> Mapping[str, Any]:
+    """`sample` (a key, a dict such as a `datasets` row, or a pandas row) as one-row location
+    columns for `Rows.from_frame`; the row's own columns when it has them all."""
     if isinstance(sample, str):
         return _row_by_key(dataset, sample)
     if not isinstance(sample, (Mapping, pd.Series)):
@@ -166,7 +202,7 @@ def _row(sample: Any, dataset: PackedDataset, member: str) -> pd.DataFrame:
         if problem:
             raise LoaderError(f"sample {row['key']!r}: shard_path {row['shard_path']!r} or key "
                               f"{problem}; pass an unmodified metadata row or the key")
-        return pd.DataFrame([row])
+        return {name: [value] for name, value in row.items()}
     for name in ("key", "sample_id"):
         if name in sample:
             return _row_by_key(dataset, str(sample[name]))

@@ -9,7 +9,10 @@ How it works:
 - Each pass, the EpochSource asks `epoch.plan_epoch` for this rank's plan, takes this
   DataLoader worker's part, and reads it with a `samples.SampleReader`: a local file in the
   shuffled order directly (seeks are free), a remote one window by window in shard order (the
-  window's raw bytes held, handed out in the shuffled order).
+  window's raw bytes held, handed out in the shuffled order). Samples are checked and decoded on
+  `decode_threads` threads (`samples.in_order`; by default the cores this process may use,
+  shared among its DataLoader workers) while reading stays on the iterating thread; the
+  delivery order, and so resume, is the same for any thread count.
 - The epoch number lives in shared memory (`_SharedEpoch`), so `set_epoch` in the training
   process reaches DataLoader workers that persist across epochs (`persistent_workers=True`).
 - Resume from data, not from flags: a state lists the rank positions delivered in the epoch
@@ -35,6 +38,7 @@ from .dataset import packed
 from .epoch import (
     EpochPlan,
     PlanConfig,
+    default_decode_threads,
     mask,
     plan_epoch,
     ranges,
@@ -43,7 +47,7 @@ from .epoch import (
     worker_slot,
 )
 from .query import Where, select
-from .samples import Decoding, Rows, SampleReader
+from .samples import Decoding, Rows, SampleReader, in_order
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +87,13 @@ def _adopt(raw: Any) -> _SharedEpoch:
 class EpochSource:
     """The pipeline's first stage: plans the epoch for this worker and yields its samples."""
 
-    def __init__(self, reader: SampleReader, split: str, cfg: PlanConfig, on_error: str) -> None:
+    def __init__(self, reader: SampleReader, split: str, cfg: PlanConfig, on_error: str,
+                 decode_threads: int | None = None) -> None:
         self.reader = reader
         self.split = split
         self.cfg = cfg
         self.on_error = on_error
+        self.decode_threads = decode_threads
         self._epoch = _SharedEpoch()
         self._seen = 0  # the epoch _consumed and _delivered belong to
         self.skipped: list[str] = []
@@ -133,29 +139,38 @@ class EpochSource:
         worker, workers = worker_slot()
         plan = self.plan(workers)
         self.begin_pass()
-        for position, sample in self._substituted(self._samples(plan, worker)):
+
+        def load(item: tuple[int, list[bytes] | LoaderError]) -> tuple[int, Any]:
+            return item[0], self._sample(plan, *item)
+
+        threads = self.decode_threads or default_decode_threads(workers)
+        loaded = in_order(load, self._raw(plan, worker), threads)
+        for position, sample in self._substituted(loaded):
             self._delivered.append(position)
             yield sample
         self.finish_pass()
 
-    def _samples(self, plan: EpochPlan, worker: int) -> Iterator[tuple[int, Any]]:
-        """(position, sample or LoaderError) in delivery order. A local file is read in that
-        order (seeks are free); a remote one window by window in shard order, the window's raw
-        bytes held and handed out in its shuffled order."""
+    def _raw(self, plan: EpochPlan, worker: int
+             ) -> Iterator[tuple[int, list[bytes] | LoaderError]]:
+        """(position, raw members or LoaderError) in delivery order. A local file is read in
+        that order (seeks are free); a remote one window by window in shard order, the window's
+        raw bytes held and handed out in its shuffled order."""
         part, order = plan.parts[worker], plan.orders[worker]
         if self.reader.location.cheap_seeks or not self.cfg.shuffle:
             read = self.reader.read(plan.rows[order])
             for position in order.tolist():
-                yield position, self._sample(plan, position, next(read)[1])
+                yield position, next(read)[1]
             return
         read = self.reader.read(plan.rows[part])
         window = self.cfg.shuffle_buffer
         for i in range(0, len(part), window):
             held = {position: next(read)[1] for position in part[i:i + window].tolist()}
             for position in order[i:i + window].tolist():
-                yield position, self._sample(plan, position, held.pop(position))
+                yield position, held.pop(position)
 
     def _sample(self, plan: EpochPlan, position: int, parts: list[bytes] | LoaderError) -> Any:
+        """The checked and decoded sample, or the LoaderError that stopped it (never raises:
+        it may run on a decode thread)."""
         if isinstance(parts, LoaderError):
             return parts
         try:
@@ -372,6 +387,7 @@ def stream(
     on_error: Literal["raise", "skip"] = "raise",
     token: str | bool | None = None,
     retries: int | None = None,
+    decode_threads: int | None = None,
     cache_dir: str | bool | None = None,
     cache_size: str | int | None = None,
 ) -> SampleStream:
@@ -387,6 +403,10 @@ def stream(
     if shuffle_buffer < 1 or seed < 0:
         raise LoaderError(f"shuffle_buffer must be at least 1 ({shuffle_buffer} given) and seed "
                           f"0 or more ({seed} given)")
+    if decode_threads is not None and (not isinstance(decode_threads, int)
+                                       or decode_threads < 1):
+        raise LoaderError(f"decode_threads must be a positive integer or None (automatic), not "
+                          f"{decode_threads!r}; 1 decodes inline")
     decoding = Decoding(decode, mono, midi, tensors)
     rank, world_size = rank_and_world(rank, world_size)
     dataset = packed(source, token, retries, cache_dir, cache_size)
@@ -394,4 +414,4 @@ def stream(
     rows = Rows.from_frame(select(dataset.frame(split), where))
     cfg = PlanConfig(seed, shuffle, shuffle_buffer, rank, world_size, drop_last)
     reader = SampleReader(dataset.location, rows, decoding, verify)
-    return SampleStream(EpochSource(reader, split, cfg, on_error))
+    return SampleStream(EpochSource(reader, split, cfg, on_error, decode_threads))
