@@ -247,7 +247,7 @@ def _cmd_get(args: argparse.Namespace) -> int:
             raise LoaderError(f"--out: key {args.key!r} {problem}, so it cannot name a file in "
                               f"{args.out}; keys are sample_ids (letters, digits, '_' and '-')")
         out = Path(args.out)
-    dataset = packed(args.source, args.token, args.retries)
+    dataset = packed(args.source, args.token, args.retries, args.cache_dir, args.cache_size)
     view, split = find(dataset, args.key, args.split, decode=False)
     sample = view[args.key]
     row = view.metadata.iloc[view.position(args.key)]
@@ -271,7 +271,8 @@ def _cmd_stream(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     samples = stream(args.source, args.split, where=args.where, decode=not args.no_decode,
-                     shuffle=False, token=args.token, retries=args.retries)
+                     shuffle=False, token=args.token, retries=args.retries,
+                     cache_dir=args.cache_dir, cache_size=args.cache_size)
     planned = samples.num_samples
     ready = time.perf_counter()
     print(f"{planned} samples selected in {args.split} of {args.source} "
@@ -503,6 +504,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int, default=None,
                    help="HTTP failures in a row without progress before giving up "
                    "(default: $SOUSA_WDS_RETRIES, else 6)")
+    p.add_argument("--cache-dir", default=None,
+                   help="keep remote shards and metadata in this folder, checked against the "
+                   "manifest's sha256 (default: $SOUSA_WDS_CACHE_DIR; local sources: never)")
+    p.add_argument("--cache-size", default=None,
+                   help="cap the cache, e.g. 50GB; least recently used files go first "
+                   "(default: $SOUSA_WDS_CACHE_SIZE, else no cap)")
     p.set_defaults(func=_cmd_get)
 
     p = sub.add_parser(
@@ -522,6 +529,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int, default=None,
                    help="HTTP failures in a row without progress before giving up "
                    "(default: $SOUSA_WDS_RETRIES, else 6)")
+    p.add_argument("--cache-dir", default=None,
+                   help="keep remote shards and metadata in this folder, checked against the "
+                   "manifest's sha256 (default: $SOUSA_WDS_CACHE_DIR; local sources: never)")
+    p.add_argument("--cache-size", default=None,
+                   help="cap the cache, e.g. 50GB; least recently used files go first "
+                   "(default: $SOUSA_WDS_CACHE_SIZE, else no cap)")
     p.set_defaults(func=_cmd_stream)
 
     p = sub.add_parser(

@@ -5,7 +5,10 @@ Tests that change files copy these first; the session copies stay pristine.
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,3 +51,32 @@ def dataset_copy(tmp_path: Path, example_dataset: Path) -> Path:
 def packed_copy(tmp_path: Path, packed: Path) -> Path:
     """A private, writable copy of the packed example."""
     return _writable_copy(packed, tmp_path / "packed")
+
+
+# Set by .ci/run: there a decoder that cannot load is a broken install, not a reason to skip.
+REQUIRE_DECODE_ENV = "SOUSA_WDS_REQUIRE_DECODE"
+_DECODE_PROBE = (
+    "import sys; from torchcodec.decoders import AudioDecoder; "
+    "AudioDecoder(sys.argv[1]).get_all_samples()"
+)
+
+
+@pytest.fixture(scope="session")
+def audio_decoding(example_dataset: Path) -> None:
+    """Skip, with the reason, where `datasets` cannot decode audio.
+
+    `datasets`' Audio feature decodes through torchcodec, which needs FFmpeg's shared libraries;
+    importing torchcodec alone succeeds without them and the decode then fails. So one real
+    FLAC is decoded once, in a subprocess (torchcodec costs ~800 MB and seconds to load).
+    """
+    flac = next((example_dataset / "audio").rglob("*.flac"))
+    probe = subprocess.run([sys.executable, "-c", _DECODE_PROBE, str(flac)],
+                           capture_output=True, text=True, timeout=300)
+    if probe.returncode == 0:
+        return
+    last = (probe.stderr.strip().splitlines() or ["no output"])[-1]
+    reason = (f"torchcodec cannot decode FLAC here ({last}); install FFmpeg's libraries "
+              "(Debian: apt-get install ffmpeg) and the test extra")
+    if os.environ.get(REQUIRE_DECODE_ENV) == "1":
+        pytest.fail(reason)
+    pytest.skip(reason)

@@ -90,9 +90,8 @@ def hub(card_pack: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="module")
-def loaded(hub: HubServer, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
-    pytest.importorskip("datasets")
-    pytest.importorskip("torchcodec")
+def loaded(hub: HubServer, tmp_path_factory: pytest.TempPathFactory,
+           audio_decoding: None) -> tuple[dict, dict]:
     work = tmp_path_factory.mktemp("load")
     proc = subprocess.run(
         [sys.executable, "-c", LOAD_ALL, REPO, str(work / "report.json"), str(work / "audio.npz")],

@@ -292,6 +292,8 @@ def test_every_snippet_runs(document: str, request: pytest.FixtureRequest, hub: 
                             packed: Path, example_dataset: Path, tmp_path: Path) -> None:
     cards = request.getfixturevalue("cards") if document in CARDS else {}
     blocks = document_blocks(document, cards)
+    if any("load_dataset" in block.code for block in blocks):
+        request.getfixturevalue("audio_decoding")  # datasets decodes the Audio column
     if document not in CARDS:
         upload_files(hub, repo_for(document), packed)
     runner = Runner(document, hub, tmp_path / "work", packed, example_dataset)

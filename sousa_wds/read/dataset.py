@@ -8,11 +8,15 @@ How it works:
   sample is (shard, byte offsets, sizes, sha256 of each member).
 - `metadata(source, split)` is the public entry point; stream, random access and the CLI take a
   `PackedDataset` or anything `open_location` accepts.
+- With a cache (`cache_dir=`, or SOUSA_WDS_CACHE_DIR) a remote location is wrapped, once the
+  manifest is read, in `cache.CachedLocation`: metadata and shards then come from local copies
+  checked against the manifest's sha256.
 """
 
 from __future__ import annotations
 
 import io
+import os
 from typing import Any
 
 import pandas as pd
@@ -21,13 +25,14 @@ import pyarrow.parquet as pq
 
 from ..errors import LoaderError, MissingFile
 from ..format import MANIFEST, SPLITS, Manifest, metadata_path
+from .cache import FileCache, cached, open_cache
 from .location import Location, open_location
 
 
 class PackedDataset:
     """A finished pack at a location: manifest checked once, metadata read per split on demand."""
 
-    def __init__(self, location: Location) -> None:
+    def __init__(self, location: Location, cache: FileCache | None = None) -> None:
         self.location = location
         self._frames: dict[str, pd.DataFrame] = {}
         try:
@@ -39,6 +44,7 @@ class PackedDataset:
                 "with --resume)") from exc
         self.manifest = Manifest.from_json(raw, f"{location.description}: {MANIFEST}")
         self.layout = self.manifest.layout
+        self.location = cached(location, self.manifest, cache)
 
     def require_shards(self) -> None:
         """Reading samples needs tar shards: the loose layout's metadata has no offsets."""
@@ -69,16 +75,20 @@ class PackedDataset:
         return self._frames[split]
 
 
-def packed(source: Any, token: str | bool | None = None,
-           retries: int | None = None) -> PackedDataset:
-    """`source` as a PackedDataset (one already made is returned as is)."""
+def packed(source: Any, token: str | bool | None = None, retries: int | None = None,
+           cache_dir: str | os.PathLike[str] | bool | None = None,
+           cache_size: str | int | None = None) -> PackedDataset:
+    """`source` as a PackedDataset (one already made is returned as is, with its cache).
+    `cache_dir`/`cache_size`: see `cache.open_cache` (None: SOUSA_WDS_CACHE_DIR, if set)."""
     if isinstance(source, PackedDataset):
         return source
-    return PackedDataset(open_location(source, token, retries))
+    return PackedDataset(open_location(source, token, retries), open_cache(cache_dir, cache_size))
 
 
-def metadata(source: Any, split: str = "train", *, token: str | bool | None = None
-             ) -> pd.DataFrame:
+def metadata(source: Any, split: str = "train", *, token: str | bool | None = None,
+             cache_dir: str | os.PathLike[str] | bool | None = None,
+             cache_size: str | int | None = None) -> pd.DataFrame:
     """The split's metadata: labels plus where each sample is (shard, byte offsets), one row per
-    sample in shard order. Reads one Parquet file; no shard is touched."""
-    return packed(source, token).frame(split)
+    sample in shard order. Reads one Parquet file (from the cache when `cache_dir` is given and
+    it is there); no shard is touched."""
+    return packed(source, token, cache_dir=cache_dir, cache_size=cache_size).frame(split)

@@ -8,11 +8,11 @@ How it works:
   (a dict), a pandas row, or a key: with the row's location columns (`shard_path`,
   `flac_offset`, `flac_size`, `flac_sha256`, ...) they read just that member and its header,
   one request; given a key, they look it up in the metadata first (read once per source).
-- Locations are cached per (source, revision, token), so repeated calls reuse one connection
-  pool (HTTP keep-alive) and, for the Hub, one resolved commit. Thread safety: the functions may
-  be called from several threads; the cache is locked, each call opens its own range, and the
-  process's httpx2 client is thread-safe. A forked process (DataLoader worker) opens its own
-  connections.
+- Locations are kept per (source, revision, token, cache settings), so repeated calls reuse one
+  connection pool (HTTP keep-alive) and, for the Hub, one resolved commit. Thread safety: the
+  functions may be called from several threads; the cache is locked, each call opens its own
+  range, and the process's httpx2 client is thread-safe. A forked process (DataLoader worker)
+  opens its own connections.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import soundfile
 
 from ..errors import LoaderError
 from ..format import SPLITS, key_problem, pack_path_problem
+from .cache import CACHE_DIR_ENV, CACHE_SIZE_ENV
 from .dataset import PackedDataset, packed
 from .samples import Decoding, Rows, SampleReader
 
@@ -44,8 +45,10 @@ class SampleMap(Mapping[str, dict]):
 
     def __init__(self, source: Any, split: str | None = None, *, decode: bool = True,
                  mono: bool = False, midi: Literal["bytes", "mido"] = "bytes",
-                 tensors: bool = False, token: str | bool | None = None) -> None:
-        dataset = packed(source, token)
+                 tensors: bool = False, token: str | bool | None = None,
+                 cache_dir: str | bool | None = None, cache_size: str | int | None = None
+                 ) -> None:
+        dataset = packed(source, token, cache_dir=cache_dir, cache_size=cache_size)
         dataset.require_shards()
         frames = [dataset.frame(s) for s in ([split] if split else SPLITS)]
         self.metadata = pd.concat(frames, ignore_index=True)
@@ -94,11 +97,13 @@ def find(dataset: PackedDataset, key: str, split: str | None = None,
 
 def get_sample(source: Any, key: str, *, split: str | None = None, decode: bool = True,
                mono: bool = False, midi: Literal["bytes", "mido"] = "bytes",
-               tensors: bool = False, token: str | bool | None = None) -> dict[str, Any]:
+               tensors: bool = False, token: str | bool | None = None,
+               cache_dir: str | bool | None = None, cache_size: str | int | None = None
+               ) -> dict[str, Any]:
     """One sample by key, reading only its bytes: one range request. The metadata is read once
     per source and process (cached, as for `load_audio`), so repeated calls cost one request
-    each."""
-    dataset = _dataset(None, source, None, token)
+    each. With `cache_dir`, its whole shard goes into the local cache (see `read.cache`)."""
+    dataset = _dataset(None, source, None, token, (cache_dir, cache_size))
     dataset.require_shards()
     name = _split_of(dataset, key, split)
     options = (decode, mono, midi, tensors)
@@ -126,7 +131,7 @@ _views: WeakKeyDictionary[PackedDataset, dict[tuple[Any, ...], SampleMap]] = (
 
 
 def _dataset(repo_id: str | None, source: Any, revision: str | None,
-             token: str | bool | None) -> PackedDataset:
+             token: str | bool | None, cache: tuple[Any, Any] = (None, None)) -> PackedDataset:
     """The cached PackedDataset for these arguments (one connection pool, one Hub commit)."""
     target = source if source is not None else repo_id
     if target is None:
@@ -135,16 +140,18 @@ def _dataset(repo_id: str | None, source: Any, revision: str | None,
     if isinstance(target, PackedDataset):
         return target
     if not isinstance(target, (str, os.PathLike)):  # a Location: not cached
-        return packed(target, token)
+        return packed(target, token, cache_dir=cache[0], cache_size=cache[1])
     target = os.fspath(target)
     if revision is not None:
         if "@" in target.rpartition("/")[2]:
             raise LoaderError(f"{target} already names a revision; drop revision={revision!r}")
         target = f"{target}@{revision}"
-    cache_key = (target, token, os.environ.get("HF_ENDPOINT"))  # the Hub it means may change
+    # The Hub it means, and the cache directory, may change with the environment.
+    cache_key = (target, token, os.environ.get("HF_ENDPOINT"), *cache,
+                 os.environ.get(CACHE_DIR_ENV), os.environ.get(CACHE_SIZE_ENV))
     with _lock:
         if cache_key not in _datasets:
-            _datasets[cache_key] = packed(target, token)
+            _datasets[cache_key] = packed(target, token, cache_dir=cache[0], cache_size=cache[1])
         return _datasets[cache_key]
 
 
@@ -204,9 +211,9 @@ def _row(sample: Any, dataset: PackedDataset, member: str) -> Mapping[str, Any]:
 
 
 def _member(sample: Any, member: str, repo_id: str | None, source: Any, revision: str | None,
-            token: str | bool | None) -> bytes:
+            token: str | bool | None, cache: tuple[Any, Any]) -> bytes:
     """One member's bytes: one range request (its tar header and data), sha256 checked."""
-    dataset = _dataset(repo_id, source, revision, token)
+    dataset = _dataset(repo_id, source, revision, token, cache)
     dataset.require_shards()
     rows = Rows.from_frame(_row(sample, dataset, member), members=(member,))
     reader = SampleReader(dataset.location, rows, None, verify=True)
@@ -221,24 +228,27 @@ def _member(sample: Any, member: str, repo_id: str | None, source: Any, revision
 
 
 def load_audio(sample: Any, repo_id: str | None = None, *, source: Any = None,
-               revision: str | None = None, token: str | bool | None = None
+               revision: str | None = None, token: str | bool | None = None,
+               cache_dir: str | bool | None = None, cache_size: str | int | None = None
                ) -> tuple[np.ndarray, int]:
     """`(audio, sample_rate)` of one sample exactly as `soundfile.read` returns them for its FLAC
     (float64, (frames, channels); 1-D for mono), reading only that member.
 
     `sample`: a row of `datasets.load_dataset(repo)` or of `metadata()`, or a key. `repo_id` (a
     Hub dataset) or `source` (a packed folder, http(s) URL, `hf://datasets/...`) says where.
+    `cache_dir`: read through a local cache of whole shards (see `read.cache`).
     """
-    flac = _member(sample, "flac", repo_id, source, revision, token)
+    flac = _member(sample, "flac", repo_id, source, revision, token, (cache_dir, cache_size))
     return soundfile.read(io.BytesIO(flac))
 
 
 def load_midi(sample: Any, repo_id: str | None = None, *, source: Any = None,
               revision: str | None = None, token: str | bool | None = None,
-              as_mido: bool = False) -> Any:
+              as_mido: bool = False, cache_dir: str | bool | None = None,
+              cache_size: str | int | None = None) -> Any:
     """The sample's MIDI bytes (a `mido.MidiFile` with as_mido=True), reading only that member.
     Arguments as for `load_audio`."""
-    data = _member(sample, "mid", repo_id, source, revision, token)
+    data = _member(sample, "mid", repo_id, source, revision, token, (cache_dir, cache_size))
     if not as_mido:
         return data
     import mido

@@ -388,12 +388,15 @@ def stream(
     token: str | bool | None = None,
     retries: int | None = None,
     decode_threads: int | None = None,
+    cache_dir: str | bool | None = None,
+    cache_size: str | int | None = None,
 ) -> SampleStream:
     """A webdataset pipeline (a torch IterableDataset) over one split, for this rank.
 
     `source`: packed folder, http(s) base URL, `user/name[@rev]` or `hf://datasets/user/name@rev`.
     Samples: `key`, `audio` (float32 (channels, frames)), `sample_rate`, `midi`, `labels`,
-    `padding`; with decode=False, `flac`/`json`/`mid` bytes instead. See docs/loader.md.
+    `padding`; with decode=False, `flac`/`json`/`mid` bytes instead. `cache_dir`: keep remote
+    shards and metadata in a local cache (`read.cache`). See docs/loader.md.
     """
     if on_error not in ("raise", "skip"):
         raise LoaderError(f"on_error={on_error!r}: choose 'raise' or 'skip'")
@@ -406,7 +409,7 @@ def stream(
                           f"{decode_threads!r}; 1 decodes inline")
     decoding = Decoding(decode, mono, midi, tensors)
     rank, world_size = rank_and_world(rank, world_size)
-    dataset = packed(source, token, retries)
+    dataset = packed(source, token, retries, cache_dir, cache_size)
     dataset.require_shards()
     rows = Rows.from_frame(select(dataset.frame(split), where))
     cfg = PlanConfig(seed, shuffle, shuffle_buffer, rank, world_size, drop_last)

@@ -37,8 +37,8 @@ from ..format import (
     SAMPLE_COLUMNS,
     SPLITS,
     conform,
+    encode_record,
 )
-from ..io import file_sha256
 from . import checks
 from .checks import STREAM_BATCH_ROWS, stream_parquet
 from .media import probe_media, report_problems
@@ -46,6 +46,7 @@ from .media import probe_media, report_problems
 __all__ = ["SourceDataset", "SourceSample", "read_dataset", "stream_parquet"]
 
 LABEL_FILES = ("samples", "exercises", "measures", "strokes")
+FINGERPRINT_BATCH_ROWS = 4096  # label records turned into Python objects at a time
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,17 +88,23 @@ class SourceDataset:
         return self.labels.take(int_array(s.row for s in samples))
 
     def fingerprint(self) -> str:
-        """A cheap identity of the input: label files' bytes, splits, and every media size.
+        """A cheap identity of what the shards are made of: each sample's key, split, media
+        sizes and label record, encoded as its {key}.json member is.
 
-        Hashing 100 GB of audio would take longer than packing it; sizes and names catch the
-        usual mistake (pointing --resume at another dataset or a regenerated one).
+        Content, not file bytes: the same labels written by another Parquet writer (e.g. a
+        folder restored by `sousa-wds extract`) give the same fingerprint, so a round trip packs
+        to the same manifest. Hashing 100 GB of audio would take longer than packing it; sizes
+        catch the usual mistake (pointing --resume at another or a regenerated dataset). Stroke
+        and measure tables are left out: pack rewrites them on every run, resume reuses shards.
         """
         digest = hashlib.sha256()
-        for name in LABEL_FILES:
-            digest.update(file_sha256(self.label_path(name)).encode())
-        digest.update(file_sha256(self.root / "splits.json").encode())
-        for s in self.samples:
-            digest.update(f"{s.key}\0{s.split}\0{s.audio_bytes}\0{s.midi_bytes}\n".encode())
+        samples = iter(self.samples)
+        rows = self.label_rows(self.samples)
+        for batch in rows.to_batches(max_chunksize=FINGERPRINT_BATCH_ROWS):
+            for record, s in zip(batch.to_pylist(), samples):
+                digest.update(f"{s.key}\0{s.split}\0{s.audio_bytes}\0{s.midi_bytes}\0".encode())
+                digest.update(encode_record(record))
+                digest.update(b"\n")
         return digest.hexdigest()
 
     def summary(self) -> dict:
