@@ -1,9 +1,12 @@
-"""How `read_dataset` (what `sousa-wds check` and `pack` run first) scales to the full 100k samples.
+"""How `check` and `pack` scale to the full 100k samples: time, and memory of every process.
 
 Builds a dataset of `--samples` samples by replicating a small real example: label rows are
 copied under new sample ids and profiles, and media files are hard links, so a 100k-sample
-folder costs seconds and no disk. Then it times `read_dataset` in fresh processes (median of
-`--repeats`) and reports its peak RSS, at 1/10 and full size, to show cost grows linearly.
+folder costs seconds and no disk. Then, at 1/10 and full size, it runs `read_dataset` in fresh
+processes (median of `--repeats`), and `sousa-wds check` and `sousa-wds pack` (default workers)
+under bench_pack's process watcher (GNU time + /proc VmHWM of every descendant), and prints the
+issue 10 targets: every process <= 200 MB at full size, and flat (full / tenth <= 1.1x).
+`--no-pack` skips the packs (they write ~`--samples` x 20 KB).
 
     python benchmarks/bench_check.py --samples 100000
 """
@@ -24,9 +27,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from sousa_wds.example import make_example
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]  # this checkout's sousa_wds, bench_pack
+
+from sousa_wds.example import make_example  # noqa: E402
 
 BASE_SAMPLES = 500
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
+                                                                 os.environ.get("PYTHONPATH")]))}
+BASE_DURATION_S = (0.25, 0.26)  # the shortest make_example allows; mono: ~20 KB a FLAC
+TARGET_RSS_MB = 200.0
+TARGET_FLAT = 1.1
 
 
 def _suffixed(column: pa.ChunkedArray, suffix: str) -> pa.ChunkedArray:
@@ -82,27 +93,58 @@ def time_read(root: Path, repeats: int) -> tuple[float, float]:
     runs = []
     for _ in range(repeats):
         out = subprocess.run([sys.executable, "-c", code, str(root)], check=True,
-                             capture_output=True, text=True).stdout.split()
+                             capture_output=True, text=True, env=ENV).stdout.split()
         runs.append((float(out[0]), int(out[1]), float(out[2])))
     return statistics.median(r[0] for r in runs), max(r[2] for r in runs)
+
+
+def watched(cmd: list[str]) -> tuple[float, float]:
+    """Wall seconds and the peak RSS (MB) of the largest process of `cmd`'s tree."""
+    from bench_pack import run
+
+    result = run(cmd, env={"PYTHONPATH": ENV["PYTHONPATH"]})
+    if result.returncode != 0:
+        raise SystemExit(f"{cmd} failed:\n{result.stderr[-2000:]}")
+    return result.seconds, result.peak_mb
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-pack", action="store_true", help="skip the pack runs")
     args = parser.parse_args()
+    cli = [sys.executable, "-m", "sousa_wds.cli"]
+    print(f"load average at start: {os.getloadavg()}")
+    peaks: dict[str, list[float]] = {"check": [], "pack": []}
     with tempfile.TemporaryDirectory(prefix="bench-check-") as tmp:
         base = Path(tmp, "base")
-        make_example(base, samples=BASE_SAMPLES, seed=7, duration_sec=(0.5, 0.6))
-        print(f"{'samples':>8} {'build s':>8} {'read_dataset s (median)':>24} {'peak RSS MB':>12}")
+        make_example(base, samples=BASE_SAMPLES, seed=7, duration_sec=BASE_DURATION_S,
+                     channels=1)
+        print(f"{'samples':>8} {'build s':>8} {'read_dataset s':>15} {'RSS MB':>7} "
+              f"{'check s':>8} {'check MB':>9} {'pack s':>7} {'pack MB (largest process)':>26}")
         for total in (args.samples // 10, args.samples):
             root = Path(tmp, f"x{total}")
             started = time.perf_counter()
             replicate(base, root, max(1, total // BASE_SAMPLES))
             built = time.perf_counter() - started
             seconds, rss = time_read(root, args.repeats)
-            print(f"{total:>8} {built:>8.1f} {seconds:>24.2f} {rss:>12.0f}")
+            check_s, check_mb = watched([*cli, "check", str(root)])
+            peaks["check"].append(check_mb)
+            pack_s = pack_mb = float("nan")
+            if not args.no_pack:
+                pack_s, pack_mb = watched([*cli, "pack", str(root), str(Path(tmp, "out")),
+                                           "--quiet", "--overwrite"])
+                peaks["pack"].append(pack_mb)
+            print(f"{total:>8} {built:>8.1f} {seconds:>15.2f} {rss:>7.0f} {check_s:>8.1f} "
+                  f"{check_mb:>9.0f} {pack_s:>7.1f} {pack_mb:>26.0f}", flush=True)
+    print(f"load average at end: {os.getloadavg()}")
+    for name, (small, big) in ((n, p) for n, p in peaks.items() if len(p) == 2):
+        print(f"  {'PASS' if big <= TARGET_RSS_MB else 'FAIL'}  {name}: every process <= "
+              f"{TARGET_RSS_MB:.0f} MB at {args.samples} samples: {big:.0f} MB")
+        print(f"  {'PASS' if big <= TARGET_FLAT * small else 'FAIL'}  {name}: flat, "
+              f"{args.samples // 10} -> {args.samples} samples <= {TARGET_FLAT}x: "
+              f"{small:.0f} -> {big:.0f} MB ({big / small:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -67,11 +67,17 @@ FLAC_BYTES_PER_SAMPLE = 1.30e6  # first guess for (4, 12) s stereo PCM_24; corre
 POLL_S = 0.02
 MB = 1e6
 
-# Targets of the issue (hashing included).
-TARGET_DEFAULT_RATIO = 1.0
+# Targets of issue 10 (hashing, fsync and verification data included), against the durable
+# baseline `tar -cf out.tar FILES && sync` measured in the same run.
+BASELINE = "GNU tar -cf + sync"
+DEFAULT_PACK = "pack, 2 workers (default)"
+TARGET_DEFAULT_RATIO = 1.25
 TARGET_ONE_WORKER_RATIO = 1.6
+TARGET_CPU_RATIO = 1.5  # pack CPU-s/GB <= 1.5 x (tar's CPU-s/GB + one SHA-256 pass's s/GB)
+TARGET_FIRST_BYTE_S = 0.5  # plus the time to read the label tables
+TARGET_VERIFY_RATIO = 0.9  # verify --deep bytes/s >= 0.9 x one core's SHA-256 pass
 TARGET_RSS_MB = 200.0
-FLAT_TOLERANCE = 1.15  # 4N may use at most 15% more peak RSS than N
+FLAT_TOLERANCE = 1.15  # 4N may use at most 15% more peak RSS than N (100k: bench_check.py)
 
 TARFILE_CODE = """
 import os, sys, tarfile
@@ -301,6 +307,7 @@ class Contender:
     kind: str  # "tar", "tar+sync", "tarfile", "pack", "datasets"
     workers: int = 0
     shard_size: str | None = None
+    extra: bool = False  # run only with --all or a matching --only
 
     def command(self, src: Path, out: Path) -> list[list[str]]:
         if self.kind == "tar":
@@ -322,13 +329,14 @@ class Contender:
 CONTENDERS = (
     Contender("GNU tar -cf", "full", "tar"),
     Contender("GNU tar -cf + sync", "full", "tar+sync"),
-    Contender("Python tarfile", "full", "tarfile"),
+    Contender("Python tarfile", "full", "tarfile", extra=True),
     Contender("pack, 1 worker", "full", "pack", workers=1),
-    Contender("pack, 2 workers (default)", "full", "pack", workers=2),
-    Contender("pack, 2 workers, 250MB shards", "full", "pack", workers=2, shard_size="250MB"),
-    Contender("pack N/4, 1 worker", "quarter", "pack", workers=1),
-    Contender("pack N/4, 2 workers", "quarter", "pack", workers=2),
-    Contender("datasets Parquet (push_to_hub path)", "full", "datasets"),
+    Contender(DEFAULT_PACK, "full", "pack", workers=2),
+    Contender("pack, 2 workers, 250MB shards", "full", "pack", workers=2, shard_size="250MB",
+              extra=True),
+    Contender("pack N/4, 1 worker", "quarter", "pack", workers=1, extra=True),
+    Contender("pack N/4, 2 workers", "quarter", "pack", workers=2, extra=True),
+    Contender("datasets Parquet (push_to_hub path)", "full", "datasets", extra=True),
 )
 
 
@@ -341,6 +349,80 @@ def run_contender(c: Contender, src: Path, out: Path, env: dict) -> Run:
     if result.returncode != 0:
         raise SystemExit(f"{c.name} failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-round measurements beside the contenders: one SHA-256 pass, first shard byte, verify
+
+
+def files_under(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def sha256_pass(files: list[Path]) -> tuple[float, int]:
+    """Seconds one core spends hashing `files` (read first, untimed; warm cache), and bytes."""
+    import hashlib
+
+    hashing = 0.0
+    total = 0
+    for path in files:
+        data = path.read_bytes()
+        started = time.perf_counter()
+        hashlib.sha256(data).digest()
+        hashing += time.perf_counter() - started
+        total += len(data)
+    return hashing, total
+
+
+LABEL_READ_CODE = """
+import sys, time
+import pyarrow.parquet as pq
+t = time.perf_counter()
+for name in ("samples", "exercises", "measures", "strokes"):
+    pq.read_table(f"{sys.argv[1]}/labels/{name}.parquet")
+print(time.perf_counter() - t)
+"""
+
+
+def label_read_s(src: Path, env: dict) -> float:
+    """Reading the four label tables with pyarrow, in a fresh process, imports excluded."""
+    out = subprocess.run([PYTHON, "-c", LABEL_READ_CODE, str(src)], check=True,
+                         capture_output=True, text=True, env={**os.environ, **env})
+    return float(out.stdout.split()[-1])
+
+
+def first_byte_s(src: Path, out: Path, env: dict) -> float:
+    """Seconds from starting `sousa-wds pack` (default workers) to its first shard byte on disk.
+
+    The pack is then stopped with Ctrl-C (SIGINT to its process group, which it handles: the
+    workers stop and remove their temporary shard).
+    """
+    import signal
+
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    os.sync()
+    warm(src)
+    data = out / "pack" / "data"
+    started = time.perf_counter()
+    proc = subprocess.Popen([PYTHON, "-m", "sousa_wds.cli", "pack", str(src), str(out / "pack"),
+                             "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, **env}, start_new_session=True)
+    seconds = float("nan")
+    while proc.poll() is None:
+        if data.is_dir() and any(f.stat().st_size > 0 for f in data.rglob("*") if f.is_file()):
+            seconds = time.perf_counter() - started
+            break
+        time.sleep(0.002)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
+    proc.wait()
+    return seconds
+
+
+def verify_deep(out: Path, env: dict) -> Run:
+    return run([PYTHON, "-m", "sousa_wds.cli", "verify", str(out / "pack"), "--deep", "--quiet"],
+               env=env)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -507,6 +589,40 @@ def _fmt_mb(mb: float) -> str:
     return f"{mb:.0f}" if mb else "-"
 
 
+def _cpu_checks(runs: dict[str, list[Run]], extra: dict[str, list[float]],
+                sizes: dict[str, int], media_bytes: int) -> list[tuple[str, str, bool]]:
+    """CPU-s per GB of pack against 1.5 x (durable tar's CPU-s/GB + one SHA-256 pass's s/GB)."""
+    gb = media_bytes / 1e9
+    sha = statistics.median(extra["sha_src_s"]) / (sizes["src"] / 1e9)
+    tar = statistics.median(r.cpu_s for r in runs[BASELINE]) / gb
+    budget = TARGET_CPU_RATIO * (tar + sha)
+    checks = []
+    for name in ("pack, 1 worker", DEFAULT_PACK):
+        if name in runs:
+            cpu = statistics.median(r.cpu_s for r in runs[name]) / gb
+            checks.append((f"{name}: CPU-s/GB <= {TARGET_CPU_RATIO} x (tar {tar:.2f} + sha256 "
+                           f"{sha:.2f}) = {budget:.2f}", f"{cpu:.2f} CPU-s/GB "
+                           f"({cpu / (tar + sha):.2f}x)", cpu <= budget))
+    return checks
+
+
+def _startup_and_verify_checks(extra: dict[str, list[float]],
+                               sizes: dict[str, int]) -> list[tuple[str, str, bool]]:
+    first = statistics.median(extra["first_byte_s"])
+    labels = statistics.median(extra["labels_s"])
+    limit = TARGET_FIRST_BYTE_S + labels
+    checks = [(f"first shard byte <= {TARGET_FIRST_BYTE_S} s + label read {labels:.2f} s "
+               f"(min-max {min(extra['first_byte_s']):.2f}-{max(extra['first_byte_s']):.2f})",
+               f"{first:.2f} s ({first / limit:.2f}x)", first <= limit)]
+    if extra["verify_s"]:
+        rate = sizes["out"] / statistics.median(extra["verify_s"])
+        sha_rate = sizes["out"] / statistics.median(extra["sha_out_s"])
+        checks.append((f"verify --deep >= {TARGET_VERIFY_RATIO}x one core's sha256 pass over "
+                       f"the folder ({sha_rate / 1e9:.2f} GB/s)", f"{rate / 1e9:.2f} GB/s "
+                       f"({rate / sha_rate:.2f}x)", rate >= TARGET_VERIFY_RATIO * sha_rate))
+    return checks
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gb", type=float, default=1.0,
@@ -523,6 +639,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also profile a 1-worker pack with cProfile")
     parser.add_argument("--only", default=None,
                         help="comma-separated substrings: run only matching contenders (plus tar)")
+    parser.add_argument("--all", action="store_true",
+                        help="also run the reference contenders (tarfile, 250MB shards, N/4, "
+                             "datasets)")
     args = parser.parse_args(argv)
 
     workdir = args.workdir.absolute()
@@ -553,22 +672,44 @@ def main(argv: list[str] | None = None) -> int:
               f"({info['flac_bytes'] / MB:.0f} MB FLAC); quarter: {qinfo['samples']} samples, "
               f"{qinfo['media_bytes'] / MB:.0f} MB")
 
-        contenders = [c for c in CONTENDERS if c.kind == "tar" or not args.only
-                      or any(s in c.name for s in args.only.split(","))]
+        if args.only:
+            contenders = [c for c in CONTENDERS if c.kind.startswith("tar") and not c.extra
+                          or any(s in c.name for s in args.only.split(","))]
+        else:
+            contenders = [c for c in CONTENDERS if args.all or not c.extra]
         runs: dict[str, list[Run]] = {c.name: [] for c in contenders}
+        extra: dict[str, list[float]] = {k: [] for k in (
+            "sha_src_s", "sha_out_s", "verify_s", "first_byte_s", "labels_s")}
+        sizes = {"src": 0, "out": 0}
+        source_files = files_under(full / "audio") + files_under(full / "midi")
         for round_ in range(args.repeats):
             for c in contenders:
                 r = run_contender(c, sources[c.dataset], workdir / "out", env)
                 runs[c.name].append(r)
                 print(f"  round {round_ + 1}/{args.repeats} {c.name:<38} {r.seconds:7.2f} s  "
-                      f"peak {r.peak_mb:6.0f} MB", flush=True)
+                      f"peak {r.peak_mb:6.0f} MB  CPU {r.cpu_s:6.2f} s", flush=True)
+                if c.name == DEFAULT_PACK:  # verify --deep the pack just written
+                    v = verify_deep(workdir / "out", env)
+                    secs, sizes["out"] = sha256_pass(files_under(workdir / "out" / "pack"))
+                    extra["verify_s"].append(v.seconds)
+                    extra["sha_out_s"].append(secs)
+                    print(f"  round {round_ + 1}/{args.repeats} {'verify --deep':<38} "
+                          f"{v.seconds:7.2f} s  (one sha256 pass over it: {secs:.2f} s)",
+                          flush=True)
+            secs, sizes["src"] = sha256_pass(source_files)
+            extra["sha_src_s"].append(secs)
+            extra["labels_s"].append(label_read_s(full, env))
+            extra["first_byte_s"].append(first_byte_s(full, workdir / "out", env))
+            print(f"  round {round_ + 1}/{args.repeats} sha256 pass over the media {secs:.2f} s, "
+                  f"label tables read {extra['labels_s'][-1]:.2f} s, pack's first shard byte "
+                  f"after {extra['first_byte_s'][-1]:.2f} s", flush=True)
         shutil.rmtree(workdir / "out", ignore_errors=True)
 
         print(f"load average after the runs: {_loadavg()}")
         med = {name: statistics.median(r.seconds for r in rs) for name, rs in runs.items()}
-        tar = med["GNU tar -cf"]
+        tar = med[BASELINE]
         print()
-        print("| contender | median s | x GNU tar | min-max s | median CPU s "
+        print("| contender | median s | x durable tar | min-max s | median CPU s "
               "| peak RSS MB (max process) | parent | largest worker |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|")
         for c in contenders:
@@ -582,7 +723,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{cpu:.2f} | {max(r.peak_mb for r in rs):.0f} | {split} |")
 
         print()
-        print("targets (hashing included):")
+        print(f"targets (hashing included; baseline: {BASELINE}, median {tar:.2f} s):")
 
         def verdict(ok: bool) -> str:
             return "PASS" if ok else "FAIL"
@@ -591,9 +732,9 @@ def main(argv: list[str] | None = None) -> int:
             return max(r.peak_mb for r in runs[name]) if name in runs else float("nan")
 
         checks = []
-        if "pack, 2 workers (default)" in med:
-            ratio = med["pack, 2 workers (default)"] / tar
-            checks.append((f"default workers (2) <= {TARGET_DEFAULT_RATIO}x GNU tar",
+        if DEFAULT_PACK in med:
+            ratio = med[DEFAULT_PACK] / tar
+            checks.append((f"default workers (2) <= {TARGET_DEFAULT_RATIO}x durable tar",
                            f"{ratio:.2f}x", ratio <= TARGET_DEFAULT_RATIO))
         if "pack, 2 workers, 250MB shards" in med:
             ratio = med["pack, 2 workers, 250MB shards"] / tar
@@ -601,23 +742,25 @@ def main(argv: list[str] | None = None) -> int:
                            f"{ratio:.2f}x", ratio <= TARGET_DEFAULT_RATIO))
         if "pack, 1 worker" in med:
             ratio = med["pack, 1 worker"] / tar
-            checks.append((f"1 worker <= {TARGET_ONE_WORKER_RATIO}x GNU tar", f"{ratio:.2f}x",
-                           ratio <= TARGET_ONE_WORKER_RATIO))
+            checks.append((f"1 worker <= {TARGET_ONE_WORKER_RATIO}x durable tar",
+                           f"{ratio:.2f}x", ratio <= TARGET_ONE_WORKER_RATIO))
+        checks += _cpu_checks(runs, extra, sizes, info["media_bytes"])
+        checks += _startup_and_verify_checks(extra, sizes)
         for c in contenders:
             if c.kind == "pack":
                 mb = peak(c.name)
                 checks.append((f"{c.name}: every process < {TARGET_RSS_MB:.0f} MB",
                                f"{mb:.0f} MB", mb < TARGET_RSS_MB))
-        if "pack, 2 workers (default)" in runs and "pack N/4, 2 workers" in runs:
+        if DEFAULT_PACK in runs and "pack N/4, 2 workers" in runs:
             small = max(r.worker_mb for r in runs["pack N/4, 2 workers"])
-            big = max(r.worker_mb for r in runs["pack, 2 workers (default)"])
+            big = max(r.worker_mb for r in runs[DEFAULT_PACK])
         else:
             small = big = 0.0
         if small and big:  # a pack of one shard runs in-process: no worker to compare
             checks.append((f"flat in N, worker processes only (they hold the media): peak at 4N "
                            f"<= {FLAT_TOLERANCE}x peak at N", f"{small:.0f} -> {big:.0f} MB "
                            f"({big / small:.2f}x)", big <= small * FLAT_TOLERANCE))
-        for w, full_name in ((1, "pack, 1 worker"), (2, "pack, 2 workers (default)")):
+        for w, full_name in ((1, "pack, 1 worker"), (2, DEFAULT_PACK)):
             q_name = f"pack N/4, {w} worker{'s' if w > 1 else ''}"
             if full_name in runs and q_name in runs:
                 small, big = peak(q_name), peak(full_name)

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 
 import pyarrow as pa
 
+from .defaults import DEFAULT_REPO_ID  # re-exported: card.DEFAULT_REPO_ID
 from .format import (
     FORMAT_VERSION,
     LABEL_TABLE_COLUMNS,
@@ -30,8 +31,6 @@ from .format import (
 )
 from .io import human_bytes
 from .preview import AUDIO_TYPE, PREVIEW_SCHEMA
-
-DEFAULT_REPO_ID = "USER/SOUSA"
 
 _DTYPES = {
     pa.string(): "string",

@@ -23,6 +23,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .arrays import column, int_array
 from .errors import PackError
 from .format import LABEL_COLUMNS, SPLITS, metadata_path, preview_path
 from .io import atomic_path
@@ -87,11 +88,18 @@ def _flac_bytes(out: Path, row: dict) -> bytes:
     return data
 
 
-def preview_table(out: Path, rows: list[dict]) -> pa.Table:
-    """The preview rows of one split: key, audio struct, labels."""
-    audio = [{"bytes": _flac_bytes(out, r), "path": f"{r['key']}.flac"} for r in rows]
-    columns = {"key": [r["key"] for r in rows], "audio": audio}
-    columns |= {name: [r[name] for r in rows] for name in PREVIEW_LABELS}
+def preview_table(out: Path, rows: list[dict], metadata: pa.Table) -> pa.Table:
+    """The preview rows of one split: key, audio struct, labels.
+
+    `rows` are chosen rows of `metadata`, each with its position `_row`; the columns are taken
+    from the Arrow table (`arrays`: no pandas import for a handful of rows).
+    """
+    chosen = metadata.take(int_array(r["_row"] for r in rows))
+    audio = pa.StructArray.from_arrays(
+        [column([_flac_bytes(out, r) for r in rows], pa.binary()),
+         column([f"{r['key']}.flac" for r in rows], pa.string())], fields=list(AUDIO_TYPE))
+    columns = {"key": chosen.column("key"), "audio": audio}
+    columns |= {name: chosen.column(name) for name in PREVIEW_LABELS}
     schema = PREVIEW_SCHEMA.with_metadata(
         {"huggingface": json.dumps({"info": {"features": PREVIEW_FEATURES}}, sort_keys=True)}
     )
@@ -103,12 +111,16 @@ def write_preview(out: Path) -> list[str]:
     out = Path(out)
     present = {}
     for split in SPLITS:
-        rows = pq.read_table(out / metadata_path(split), columns=list(_NEEDED)).to_pylist()
-        if rows:
-            present[split] = rows
+        # ParquetFile, not pq.read_table: that one loads pyarrow.dataset, which imports pandas.
+        metadata = pq.ParquetFile(out / metadata_path(split)).read(
+            columns=list(dict.fromkeys(_NEEDED)))
+        if metadata.num_rows:
+            rows = [r | {"_row": i} for i, r in enumerate(metadata.to_pylist())]
+            present[split] = (rows, metadata)
     written = []
-    for split, rows in present.items():
-        table = preview_table(out, choose_preview(rows, PREVIEW_MAX_BYTES // len(present)))
+    for split, (rows, metadata) in present.items():
+        table = preview_table(out, choose_preview(rows, PREVIEW_MAX_BYTES // len(present)),
+                              metadata)
         final = out / preview_path(split)
         with atomic_path(final) as temp:
             pq.write_table(table, temp, row_group_size=PREVIEW_ROW_GROUP_ROWS,

@@ -15,6 +15,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..arrays import null_scalar
+
 SAMPLE_COLUMNS: dict[str, pa.DataType] = {
     "sample_id": pa.string(),
     "profile_id": pa.string(),
@@ -170,7 +172,7 @@ def conform(data: pa.Table | pa.RecordBatch, columns: dict[str, pa.DataType]):
         if col.type != typ:
             col = col.cast(typ)
         if pa.types.is_floating(typ):
-            col = pc.if_else(pc.is_finite(col), col, pa.scalar(None, typ))
+            col = pc.if_else(pc.is_finite(col), col, null_scalar(typ))
         arrays.append(col)
     if isinstance(data, pa.RecordBatch):
         return pa.RecordBatch.from_arrays(arrays, names=list(columns))

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..defaults import DEFAULT_SEED
 from ..errors import PackError
 from ..format import SPLITS, TAR_BLOCK, PackOptions, shard_name, shard_path, tar_padded
 
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
 # One ustar header per member plus the JSON record, whose exact size is known only when written.
 JSON_ESTIMATE = 2048
 DEFAULT_SHARD_SIZE = 1_000_000_000  # Hub guidance for WebDataset: ~1 GB shards.
-DEFAULT_SEED = 1234
 
 
 @dataclass(frozen=True)

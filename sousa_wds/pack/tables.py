@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..arrays import column, int_array, int_scalar
 from ..errors import PackError
 from ..format import (
     LABEL_COLUMNS,
@@ -64,7 +65,7 @@ def metadata_table(
             values: list = [split] * len(samples)
         else:
             values = [loc[name] for loc in locations]
-        columns[name] = pa.array(values, typ)
+        columns[name] = column(values, typ)
     return pa.table(columns, schema=METADATA_SCHEMA)
 
 
@@ -174,10 +175,10 @@ def _route(batch: pa.RecordBatch, split_of: dict[str, int],
         raise PackError(f"{path} names samples the dataset does not have ({unknown[:3]}): it "
                         "changed since it was checked. Run `sousa-wds check` again, then pack "
                         "with --overwrite.")
-    codes = pa.array([split_of[k] for k in present.to_pylist()], pa.int8())
+    codes = int_array((split_of[k] for k in present.to_pylist()), pa.int8())
     row_split = pc.take(codes, pc.index_in(ids, value_set=present))
     for code, writer in enumerate(writers):
-        part = batch.filter(pc.equal(row_split, code))
+        part = batch.filter(pc.equal(row_split, int_scalar(code, pa.int8())))
         if part.num_rows:
             writer.add(part)
 

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..arrays import FALSE, int_array, int_scalar
 from ..errors import DatasetError, Problems
 from ..format import SOURCE_SPLIT_FIELDS, castable, key_problem
 
@@ -137,7 +138,7 @@ def read_splits(path: Path, problems: Problems) -> dict[str, str] | None:
 
 def unique_ids(ids: pa.ChunkedArray, path: Path, fix: str, problems: Problems) -> None:
     counts = pc.value_counts(ids)
-    repeated = counts.filter(pc.greater(counts.field("counts"), 1)).field("values")
+    repeated = counts.filter(pc.greater(counts.field("counts"), int_scalar(1))).field("values")
     problems.add(f"duplicate sample_id in {path}", sorted(map(str, repeated.to_pylist())), fix)
 
 
@@ -169,8 +170,10 @@ def exercise_coverage(
 def profiles_in_splits(labels: pa.Table, split_of: dict[str, str], problems: Problems) -> None:
     """Every profile has a split: sousa-wds never guesses one."""
     profiles = labels.column("profile_id")
-    listed = pa.array(list(split_of), pa.string())
-    lost = pc.invert(pc.fill_null(pc.is_in(profiles, value_set=listed), False))
+    distinct = pc.unique(profiles)
+    listed = distinct.take(int_array(i for i, p in enumerate(distinct.to_pylist())
+                                     if p in split_of))
+    lost = pc.invert(pc.fill_null(pc.is_in(profiles, value_set=listed), FALSE))
     unsplit = labels.filter(lost).select(["profile_id", "sample_id"]).to_pylist()
     by_profile: dict[str | None, list[str]] = {}
     for row in unsplit:
@@ -289,18 +292,32 @@ class _RowKeys:
         self._seen.add(code)
 
     def _duplicates(self, rows: pa.Table) -> None:
-        counts = rows.group_by(["code", "index"]).aggregate([([], "count_all")])
-        twice = counts.filter(pc.greater(counts.column("count_all"), 1))
-        self._repeated.update(zip(twice.column("code").to_pylist(),
-                                  twice.column("index").to_pylist()))
+        """Sorted by (code, index), a repeated pair sits next to its twin (nulls equal).
+
+        Not `Table.group_by`: it loads pyarrow.acero, which imports pandas (~1 s).
+        """
+        if rows.num_rows < 2:
+            return
+        order = pc.sort_indices(rows, sort_keys=[("code", "ascending"), ("index", "ascending")])
+        code = rows.column("code").take(order).combine_chunks()
+        index = rows.column("index").take(order).combine_chunks()
+        n = len(code)
+        later_i, earlier_i = index.slice(1), index.slice(0, n - 1)
+        same_index = pc.or_kleene(pc.equal(later_i, earlier_i),
+                                  pc.and_(pc.is_null(later_i), pc.is_null(earlier_i)))
+        same = pc.and_(pc.equal(code.slice(1), code.slice(0, n - 1)),
+                       pc.fill_null(same_index, FALSE))
+        twice = pc.indices_nonzero(same)
+        self._repeated.update(zip(code.slice(1).take(twice).to_pylist(),
+                                  later_i.take(twice).to_pylist()))
 
     def _second_pass(self, parquet: pq.ParquetFile) -> None:
-        scattered = pa.array(sorted(self._scattered), pa.int32())
+        scattered = int_array(sorted(self._scattered), pa.int32())
         parts = []
         for batch in parquet.iter_batches(batch_size=STREAM_BATCH_ROWS,
                                           columns=["sample_id", "index"]):
             codes = pc.index_in(batch.column(0), value_set=self.known)
-            mine = pc.fill_null(pc.is_in(codes, value_set=scattered), False)
+            mine = pc.fill_null(pc.is_in(codes, value_set=scattered), FALSE)
             parts.append(pa.table({"code": codes.filter(mine),
                                    "index": batch.column(1).cast(pa.int64()).filter(mine)}))
         self._duplicates(pa.concat_tables(parts))

@@ -28,6 +28,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..arrays import int_array
 from ..errors import MAX_LISTED, DatasetError, Problems
 from ..format import (
     EXERCISE_COLUMNS,
@@ -84,7 +85,7 @@ class SourceDataset:
 
     def label_rows(self, samples: Iterable[SourceSample]) -> pa.Table:
         """The label rows of `samples`, in their order (nulls, never NaN)."""
-        return self.labels.take(pa.array([s.row for s in samples], pa.int64()))
+        return self.labels.take(int_array(s.row for s in samples))
 
     def fingerprint(self) -> str:
         """A cheap identity of what the shards are made of: each sample's key, split, media
