@@ -1,4 +1,9 @@
-"""The `sousa-wds` command: argument parsing and one-line errors; the work lives elsewhere."""
+"""The `sousa-wds` command: argument parsing and one-line errors; the work lives elsewhere.
+
+Longer than other modules on purpose: it holds every command's argparse table and all printing
+(the library prints nothing), so a user-facing change to any command is made in this one file.
+Options two commands share come from parent parsers (`_pack_options_parser`, ...).
+"""
 
 from __future__ import annotations
 
@@ -344,6 +349,23 @@ def _pack_options_parser() -> argparse.ArgumentParser:
     return parent
 
 
+def _remote_read_options_parser() -> argparse.ArgumentParser:
+    """Options of reading a pack from a mirror or the Hub: shared by `get` and `stream`."""
+    parent = argparse.ArgumentParser(add_help=False)
+    g = parent.add_argument_group("remote source options")
+    g.add_argument("--token", default=None, help="token for private Hub repos or HTTP mirrors")
+    g.add_argument("--retries", type=int, default=None,
+                   help="HTTP failures in a row without progress before giving up "
+                   "(default: $SOUSA_WDS_RETRIES, else 6)")
+    g.add_argument("--cache-dir", default=None,
+                   help="keep remote shards and metadata in this folder, checked against the "
+                   "manifest's sha256 (default: $SOUSA_WDS_CACHE_DIR; local sources: never)")
+    g.add_argument("--cache-size", default=None,
+                   help="cap the cache, e.g. 50GB; least recently used files go first "
+                   "(default: $SOUSA_WDS_CACHE_SIZE, else no cap)")
+    return parent
+
+
 def _upload_options_parser() -> argparse.ArgumentParser:
     """Options of an upload to the Hub: shared by `upload` and `push`."""
     parent = argparse.ArgumentParser(add_help=False)
@@ -377,6 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     pack_options = _pack_options_parser()
     upload_options = _upload_options_parser()
+    remote_options = _remote_read_options_parser()
 
     p = sub.add_parser(
         "example",
@@ -492,6 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "get",
+        parents=[remote_options],
         help="fetch one sample by key, reading only its bytes",
         description="Read one sample's members with byte-range reads (local seek, HTTP Range "
         "or the Hub), check every member's sha256, and print its labels or save its files.",
@@ -500,20 +524,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("key", help="the sample's key (sample_id)")
     p.add_argument("--split", default=None, help="split to look in (default: all)")
     p.add_argument("--out", default=None, help="folder to write KEY.flac, KEY.mid, KEY.json")
-    p.add_argument("--token", default=None, help="token for private Hub repos or HTTP mirrors")
-    p.add_argument("--retries", type=int, default=None,
-                   help="HTTP failures in a row without progress before giving up "
-                   "(default: $SOUSA_WDS_RETRIES, else 6)")
-    p.add_argument("--cache-dir", default=None,
-                   help="keep remote shards and metadata in this folder, checked against the "
-                   "manifest's sha256 (default: $SOUSA_WDS_CACHE_DIR; local sources: never)")
-    p.add_argument("--cache-size", default=None,
-                   help="cap the cache, e.g. 50GB; least recently used files go first "
-                   "(default: $SOUSA_WDS_CACHE_SIZE, else no cap)")
     p.set_defaults(func=_cmd_get)
 
     p = sub.add_parser(
         "stream",
+        parents=[remote_options],
         help="stream samples through the loader and print them with throughput",
         description="Stream a split with the sousa-wds loader (the same pipeline training "
         "uses), optionally filtered by a metadata query, and print each sample and the rate.",
@@ -525,16 +540,6 @@ def build_parser() -> argparse.ArgumentParser:
                    "e.g. \"skill_tier == 'advanced' and tempo_bpm >= 120\"")
     p.add_argument("--limit", type=int, default=10, help="stop after N samples (default 10)")
     p.add_argument("--no-decode", action="store_true", help="raw bytes, no audio decoding")
-    p.add_argument("--token", default=None, help="token for private Hub repos or HTTP mirrors")
-    p.add_argument("--retries", type=int, default=None,
-                   help="HTTP failures in a row without progress before giving up "
-                   "(default: $SOUSA_WDS_RETRIES, else 6)")
-    p.add_argument("--cache-dir", default=None,
-                   help="keep remote shards and metadata in this folder, checked against the "
-                   "manifest's sha256 (default: $SOUSA_WDS_CACHE_DIR; local sources: never)")
-    p.add_argument("--cache-size", default=None,
-                   help="cap the cache, e.g. 50GB; least recently used files go first "
-                   "(default: $SOUSA_WDS_CACHE_SIZE, else no cap)")
     p.set_defaults(func=_cmd_stream)
 
     p = sub.add_parser(
