@@ -10,8 +10,8 @@ import pytest
 
 from sousa_wds.cli import main
 from sousa_wds.errors import VerifyError
-from sousa_wds.format import MANIFEST
-from sousa_wds.verification import verify
+from sousa_wds.format import MANIFEST, metadata_path
+from sousa_wds.verification import shards, verify
 
 
 def test_clean_pack_verifies(packed: Path) -> None:
@@ -32,6 +32,54 @@ def test_flipped_byte_is_caught_by_deep(packed_copy: Path) -> None:
     text = str(report)
     assert "data/train-00000.tar: sha256 differs" in text
     assert ".flac sha256 differs" in text
+
+
+def _member(shard: Path, index: int) -> tarfile.TarInfo:
+    with tarfile.open(shard) as tar:
+        return tar.getmembers()[index]
+
+
+def test_deep_pass_hashes_across_read_blocks(packed_copy: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks smaller than a member and not aligned to 512 split members at odd places:
+    a clean pack still verifies, and a flipped byte is charged to the right member."""
+    monkeypatch.setattr(shards, "HASH_BLOCK", 1000)
+    assert verify(packed_copy, deep=True).ok
+    shard = packed_copy / "data/train-00000.tar"
+    mid = _member(shard, 5)  # the second sample's .mid
+    assert mid.name.endswith(".mid")
+    data = bytearray(shard.read_bytes())
+    data[mid.offset_data + mid.size - 1] ^= 0x01
+    shard.write_bytes(bytes(data))
+    problems = verify(packed_copy, deep=True).problems
+    assert problems == [
+        "data/train-00000.tar: sha256 differs from the manifest (content changed)",
+        f"data/train-00000.tar: key {mid.name.removesuffix('.mid')}: .mid sha256 differs "
+        "from the metadata",
+    ]
+
+
+def test_damage_between_members_is_caught_by_the_shard_digest(packed_copy: Path) -> None:
+    shard = packed_copy / "data/train-00000.tar"
+    json_member = _member(shard, 1)
+    assert json_member.name.endswith(".json") and json_member.size % 512
+    data = bytearray(shard.read_bytes())
+    data[json_member.offset_data + json_member.size] ^= 0x01  # tar padding after the JSON
+    shard.write_bytes(bytes(data))
+    assert verify(packed_copy).ok
+    assert verify(packed_copy, deep=True).problems == [
+        "data/train-00000.tar: sha256 differs from the manifest (content changed)"]
+
+
+def test_shards_of_an_unreadable_split_are_still_hashed(packed_copy: Path) -> None:
+    (packed_copy / metadata_path("validation")).write_bytes(b"not parquet")
+    shard = packed_copy / "data/validation-00000.tar"
+    data = bytearray(shard.read_bytes())
+    data[1500] ^= 0x01
+    shard.write_bytes(bytes(data))
+    text = str(verify(packed_copy, deep=True))
+    assert "data/validation-00000.tar: sha256 differs from the manifest" in text
+    assert "metadata/validation.parquet: unreadable" in text
 
 
 def test_truncated_shard(packed_copy: Path) -> None:

@@ -17,10 +17,11 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..errors import VerifyError
-from ..format import FORMAT_FOLDERS, MANIFEST, SPLITS, Manifest, metadata_path
+from ..format import FORMAT_FOLDERS, MANIFEST, SPLITS, FileEntry, Manifest, metadata_path
 from .consistency import check_manifest_fields
 from .report import VerifyReport, load_manifest, local_file_problems
 from .shards import check_index, check_loose, check_shard, shard_sample_counts
@@ -52,20 +53,23 @@ def verify(target: str | os.PathLike, *, deep: bool = False,
     if (root / MANIFEST).read_bytes() != manifest.to_json():
         report.add(f"{MANIFEST}: not the bytes pack writes for its content (edited or damaged "
                    "after packing); pack again with --overwrite")
-    _check_files(root, manifest, report, deep=deep)
+    problems: list[str] = []
     rows_by_split = {}
     for split in SPLITS:
-        rows = _read_rows(root, split, manifest.layout, report)
+        rows = _read_rows(root, split, manifest.layout, problems)
         if rows is not None:
             rows_by_split[split] = rows
-    shards = [f for f in manifest.files if f.path.startswith("data/")]
-    done = 0
-    for split, rows in rows_by_split.items():
-        if manifest.layout == "loose":
+    # The shards of a readable split are hashed by their shard check, in the same read.
+    hashed_there = {f.path for split in rows_by_split for f in _split_shards(manifest, split)
+                    } if manifest.layout == "shards" else set()
+    _check_files(root, manifest, report, deep=deep, hashed_elsewhere=hashed_there)
+    for problem in problems:
+        report.add(problem)
+    if manifest.layout == "loose":
+        for rows in rows_by_split.values():
             check_loose(root, rows, report, deep=deep)
-            continue
-        done = _check_split_shards(root, manifest, split, rows, report, deep=deep,
-                                   progress=progress, done=done, total=len(shards))
+    else:
+        _check_shards(root, manifest, rows_by_split, report, deep=deep, progress=progress)
     seen = Counter(r["key"] for rows in rows_by_split.values() for r in rows)
     for key, count in sorted(seen.items()):
         if count > 1:
@@ -75,10 +79,11 @@ def verify(target: str | os.PathLike, *, deep: bool = False,
     return report
 
 
-def _check_files(root: Path, manifest: Manifest, report: VerifyReport, *, deep: bool) -> None:
+def _check_files(root: Path, manifest: Manifest, report: VerifyReport, *, deep: bool,
+                 hashed_elsewhere: set[str]) -> None:
     """Every manifest file (see local_file_problems); extra files in our folders."""
     entries = [(f.path, f.bytes, f.sha256) for f in manifest.files]
-    problems = local_file_problems(root, entries, deep=deep)
+    problems = local_file_problems(root, entries, deep=deep, skip_sha256=hashed_elsewhere)
     report.files = len(entries) - sum(p.endswith(": missing") for p in problems)
     for problem in problems:
         report.add(problem)
@@ -90,9 +95,10 @@ def _check_files(root: Path, manifest: Manifest, report: VerifyReport, *, deep: 
                     report.add(f"{rel}: not in the manifest (left over from another pack?)")
 
 
-def _read_rows(root: Path, split: str, layout: str, report: VerifyReport) -> list[dict] | None:
+def _read_rows(root: Path, split: str, layout: str, report: list[str]) -> list[dict] | None:
     """The split's metadata rows whose values all have the expected types; None when the
-    file is missing (already reported) or unreadable. Bad rows are reported and left out."""
+    file is missing (reported by the file checks) or unreadable. Bad rows are reported and
+    left out."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -104,7 +110,7 @@ def _read_rows(root: Path, split: str, layout: str, report: VerifyReport) -> lis
         extra = [c for c in EXTRA_HASH_COLUMNS if c in parquet.schema_arrow.names]
         rows = parquet.read(columns=[*ROW_COLUMNS, *extra]).to_pylist()
     except (OSError, ValueError, pa.ArrowException) as exc:
-        report.add(f"{rel}: unreadable ({str(exc).splitlines()[0] if str(exc) else exc!r})")
+        report.append(f"{rel}: unreadable ({str(exc).splitlines()[0] if str(exc) else exc!r})")
         return None
     good, bad = [], []
     for i, row in enumerate(rows):
@@ -113,10 +119,9 @@ def _read_rows(root: Path, split: str, layout: str, report: VerifyReport) -> lis
             bad.append(f"row {i}: {problem}")
         else:
             good.append(row)
-    for problem in bad[:MAX_ROW_PROBLEMS]:
-        report.add(f"{rel}: {problem}")
+    report += [f"{rel}: {problem}" for problem in bad[:MAX_ROW_PROBLEMS]]
     if len(bad) > MAX_ROW_PROBLEMS:
-        report.add(f"{rel}: ... and {len(bad) - MAX_ROW_PROBLEMS} more damaged rows")
+        report.append(f"{rel}: ... and {len(bad) - MAX_ROW_PROBLEMS} more damaged rows")
     return good
 
 
@@ -133,24 +138,34 @@ def _row_problem(row: dict, layout: str, extra: list[str]) -> str | None:
     return None
 
 
-def _check_split_shards(root: Path, manifest: Manifest, split: str, rows: list[dict],
-                        report: VerifyReport, *, deep: bool, progress: Progress | None,
-                        done: int, total: int) -> int:
-    by_shard: dict[str, list[dict]] = {}
-    for row in rows:
-        by_shard.setdefault(row["shard_path"], []).append(row)
-    shards = [f for f in manifest.files if f.path.startswith(f"data/{split}-")]
-    check_index(root, split, shards, shard_sample_counts(rows), report)
-    for entry in shards:
-        report.shards += 1
-        if (root / entry.path).is_file():  # a missing one is reported by the file checks
-            check_shard(root, entry.path, by_shard.pop(entry.path, []), report, deep=deep)
-        else:
-            by_shard.pop(entry.path, None)
-        done += 1
-        if progress is not None:
-            progress(done, total)
-    for rel, orphans in by_shard.items():
-        report.add(f"{metadata_path(split)}: {len(orphans)} rows point at {rel}, which is "
-                   f"not a shard of the {MANIFEST} (first key {orphans[0]['key']})")
-    return done
+def _split_shards(manifest: Manifest, split: str) -> list[FileEntry]:
+    return [f for f in manifest.files if f.path.startswith(f"data/{split}-")]
+
+
+def _check_shards(root: Path, manifest: Manifest, rows_by_split: dict[str, list[dict]],
+                  report: VerifyReport, *, deep: bool, progress: Progress | None) -> None:
+    """Each split's index, then every shard against its rows, on a thread per core; problems
+    are reported in shard order whatever order the threads finish in."""
+    jobs: list[tuple[FileEntry, list[dict]]] = []
+    for split, rows in rows_by_split.items():
+        by_shard: dict[str, list[dict]] = {}
+        for row in rows:
+            by_shard.setdefault(row["shard_path"], []).append(row)
+        shards = _split_shards(manifest, split)
+        report.shards += len(shards)
+        check_index(root, split, shards, shard_sample_counts(rows), report)
+        for entry in shards:
+            rows_here = by_shard.pop(entry.path, [])
+            if (root / entry.path).is_file():  # a missing one is reported by the file checks
+                jobs.append((entry, rows_here))
+        for rel, orphans in by_shard.items():
+            report.add(f"{metadata_path(split)}: {len(orphans)} rows point at {rel}, which is "
+                       f"not a shard of the {MANIFEST} (first key {orphans[0]['key']})")
+    total = sum(1 for f in manifest.files if f.path.startswith("data/"))
+    with ThreadPoolExecutor(min(os.cpu_count() or 1, max(len(jobs), 1))) as pool:
+        for done, problems in enumerate(pool.map(
+                lambda job: check_shard(root, job[0], job[1], deep=deep), jobs), start=1):
+            for problem in problems:
+                report.add(problem)
+            if progress is not None:
+                progress(done, total)
