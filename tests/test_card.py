@@ -22,6 +22,8 @@ from huggingface_hub import DatasetCard
 
 from sousa_wds.card import card_yaml_data
 from sousa_wds.errors import PackError
+from sousa_wds.example import make_example
+from sousa_wds.example.rudiments import RUDIMENTS
 from sousa_wds.format import (
     LABEL_TABLE_COLUMNS,
     METADATA_SCHEMA,
@@ -31,7 +33,12 @@ from sousa_wds.format import (
     preview_path,
 )
 from sousa_wds.pack import pack
-from sousa_wds.preview import PREVIEW_SCHEMA, choose_preview, write_preview
+from sousa_wds.preview import (
+    PREVIEW_ROW_GROUP_ROWS,
+    PREVIEW_SCHEMA,
+    choose_preview,
+    write_preview,
+)
 
 from .hubserver import HubServer
 
@@ -180,6 +187,30 @@ def test_preview_budget_is_kept_but_never_empties_a_split() -> None:
     assert [r["key"] for r in choose_preview(rows, 10_000)] == ["k0", "k1", "k2"]
     assert [r["key"] for r in choose_preview(rows, 201)] == ["k0", "k1"]
     assert [r["key"] for r in choose_preview(rows, 1)] == ["k0"]
+
+
+def test_preview_of_many_rudiments_is_written_a_row_group_at_a_time(tmp_path: Path) -> None:
+    """More rudiments than one row group holds: groups of PREVIEW_ROW_GROUP_ROWS rows, each
+    row the split's smallest FLAC of its rudiment, its bytes those of the shard member."""
+    make_example(tmp_path / "src", samples=90, seed=3, augmentations=1,
+                 rudiments=tuple(RUDIMENTS))
+    out = tmp_path / "out"
+    pack(tmp_path / "src", out, shard_size=SHARD_SIZE, workers=1)
+    meta = pq.read_table(out / metadata_path("train")).to_pylist()
+    preview = pq.ParquetFile(out / preview_path("train"))
+    rows = preview.read().to_pylist()
+    assert len(rows) > PREVIEW_ROW_GROUP_ROWS
+    assert preview.num_row_groups == -(-len(rows) // PREVIEW_ROW_GROUP_ROWS)
+    assert preview.metadata.row_group(0).num_rows == PREVIEW_ROW_GROUP_ROWS
+    by_key = {m["key"]: m for m in meta}
+    assert [r["rudiment_slug"] for r in rows] == sorted({m["rudiment_slug"] for m in meta})
+    for row in rows:
+        m = by_key[row["key"]]
+        assert m["flac_size"] == min(x["flac_size"] for x in meta
+                                     if x["rudiment_slug"] == row["rudiment_slug"])
+        with open(out / m["shard_path"], "rb") as fh:
+            fh.seek(m["flac_offset"])
+            assert row["audio"]["bytes"] == fh.read(m["flac_size"])
 
 
 def test_preview_is_deterministic_and_refuses_a_damaged_shard(
