@@ -10,7 +10,7 @@ import pytest
 
 from sousa_wds.cli import main
 from sousa_wds.errors import VerifyError
-from sousa_wds.format import MANIFEST, metadata_path
+from sousa_wds.format import MANIFEST, metadata_path, tar_framing
 from sousa_wds.verification import shards, verify
 
 
@@ -32,6 +32,38 @@ def test_flipped_byte_is_caught_by_deep(packed_copy: Path) -> None:
     text = str(report)
     assert "data/train-00000.tar: sha256 differs" in text
     assert ".flac sha256 differs" in text
+
+
+def test_framing_is_every_byte_of_a_real_shard_outside_its_members(packed: Path) -> None:
+    """`tar_framing` rebuilt from the member list must be byte for byte what pack wrote."""
+    shard = packed / "data/train-00000.tar"
+    data = shard.read_bytes()
+    with tarfile.open(shard) as tar:
+        members = tar.getmembers()
+    framing, starts, size = tar_framing([(m.name, m.size) for m in members])
+    assert size == len(data)
+    assert starts == [m.offset_data for m in members]
+    covered = sum(len(chunk) for _, chunk in framing) + sum(m.size for m in members)
+    assert covered == len(data)
+    for at, chunk in framing:
+        assert data[at:at + len(chunk)] == chunk
+
+
+def test_clean_deep_pass_does_not_hash_whole_shards(packed: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Member digests and framing pin every byte: the second digest is only for damage."""
+    scan = shards._scan
+
+    def one_digest_per_byte(path: Path, regions: list, whole: object) -> tuple[int, bool]:
+        assert whole is None, f"{path} hashed as a whole"
+        return scan(path, regions, whole)
+
+    def refuse(path: Path) -> str:
+        raise AssertionError(f"{path} hashed as a whole")
+
+    monkeypatch.setattr(shards, "_scan", one_digest_per_byte)
+    monkeypatch.setattr(shards, "file_sha256", refuse)
+    assert verify(packed, deep=True).ok
 
 
 def _member(shard: Path, index: int) -> tarfile.TarInfo:

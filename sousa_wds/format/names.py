@@ -7,6 +7,11 @@ change: bump FORMAT_VERSION and say so in docs/format.md.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import tarfile
 
 FORMAT_VERSION = 2  # 2: metadata holds mid_sha256 and json_sha256 (docs/format.md)
 
@@ -31,9 +36,55 @@ TAR_MODE = 0o444
 TAR_BLOCK = 512  # tar stores everything in 512-byte blocks
 
 
+TAR_RECORD = 20 * TAR_BLOCK  # tarfile ends an archive on a multiple of this
+
+
 def tar_padded(size: int) -> int:
     """Bytes a member of `size` bytes of data occupies in a tar, padding included."""
     return -(-size // TAR_BLOCK) * TAR_BLOCK
+
+
+def tar_member_info(name: str, size: int) -> tarfile.TarInfo:
+    """A member header with the format's fixed fields: same input, same bytes."""
+    import tarfile
+
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = TAR_MTIME
+    info.mode = TAR_MODE
+    info.uname = TAR_USER
+    info.gname = TAR_GROUP
+    return info
+
+
+def tar_framing(
+    members: Sequence[tuple[str, int]],
+) -> tuple[list[tuple[int, bytes]], list[int], int]:
+    """Every byte of a shard that is not member data as (offset, bytes), where each member's
+    data starts, and the shard's size.
+
+    A shard holding `members` (name, size) in this order is exactly these bytes around the
+    members' data: each header as stdlib `tarfile` writes it in its default (PAX) format, the
+    data, zeros to the next block; at the end two zero blocks and zeros to a whole record.
+    Deep verification compares them instead of hashing the whole shard a second time.
+    """
+    import tarfile
+
+    framing: list[tuple[int, bytes]] = []
+    starts: list[int] = []
+    at = 0
+    for name, size in members:
+        header = tar_member_info(name, size).tobuf(tarfile.PAX_FORMAT, "utf-8",
+                                                   "surrogateescape")
+        framing.append((at, header))
+        starts.append(at + len(header))
+        at += len(header) + size
+        if pad := tar_padded(size) - size:
+            framing.append((at, bytes(pad)))
+            at += pad
+    end = -(-(at + 2 * TAR_BLOCK) // TAR_RECORD) * TAR_RECORD
+    framing.append((at, bytes(end - at)))
+    return framing, starts, end
 
 
 MANIFEST = "manifest.json"
@@ -114,7 +165,10 @@ __all__ = [
     "TAR_GROUP",
     "TAR_MODE",
     "TAR_BLOCK",
+    "TAR_RECORD",
     "tar_padded",
+    "tar_member_info",
+    "tar_framing",
     "MANIFEST",
     "FORMAT_FOLDERS",
     "CARD",

@@ -41,11 +41,8 @@ import soundfile
 from ..errors import PackError, PackInterrupted
 from ..format import (
     MEMBERS,
-    TAR_GROUP,
-    TAR_MODE,
-    TAR_MTIME,
-    TAR_USER,
     encode_record,
+    tar_member_info,
     tar_padded,
 )
 from ..io import replace_durably, temp_sibling
@@ -208,7 +205,9 @@ def write_shard(
     rows: list[dict] = []
     try:
         with open(temp, "wb") as raw, _HashingWriter(raw) as sink:
-            with tarfile.open(fileobj=sink, mode="w:", copybufsize=COPY_BUFSIZE) as tar:
+            # The format and encoding `format.tar_framing` describes (tarfile's defaults).
+            with tarfile.open(fileobj=sink, mode="w:", format=tarfile.PAX_FORMAT,
+                              encoding="utf-8", copybufsize=COPY_BUFSIZE) as tar:
                 records = task.records.to_pylist()
                 for index, (sample, record) in enumerate(zip(task.samples, records)):
                     if stop is not None and stop():
@@ -244,23 +243,12 @@ def _write_sample(tar: tarfile.TarFile, task: ShardTask, sample: SourceSample,
         flac, Path(task.source_root, PurePosixPath(sample.audio_path)))
     for ext in MEMBERS:
         data = payload[ext]
-        tar.addfile(member_info(f"{sample.key}.{ext}", len(data)), io.BytesIO(data))
+        tar.addfile(tar_member_info(f"{sample.key}.{ext}", len(data)), io.BytesIO(data))
         row[f"{ext}_offset"] = tar.offset - tar_padded(len(data))
         row[f"{ext}_size"] = len(data)
         row[f"{ext}_sha256"] = hashlib.sha256(data).hexdigest()
     tar.members.clear()  # TarFile would otherwise keep every header of the shard in memory
     return row
-
-
-def member_info(name: str, size: int) -> tarfile.TarInfo:
-    """A member header with the format's fixed fields: same input, same bytes."""
-    info = tarfile.TarInfo(name)
-    info.size = size
-    info.mtime = TAR_MTIME
-    info.mode = TAR_MODE
-    info.uname = TAR_USER
-    info.gname = TAR_GROUP
-    return info
 
 
 def flac_facts(data: bytes, path: Path) -> dict[str, int]:

@@ -14,10 +14,13 @@ How it works:
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import signal
+import sys
 from collections import Counter
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from ..errors import VerifyError
@@ -144,8 +147,8 @@ def _split_shards(manifest: Manifest, split: str) -> list[FileEntry]:
 
 def _check_shards(root: Path, manifest: Manifest, rows_by_split: dict[str, list[dict]],
                   report: VerifyReport, *, deep: bool, progress: Progress | None) -> None:
-    """Each split's index, then every shard against its rows, on a thread per core; problems
-    are reported in shard order whatever order the threads finish in."""
+    """Each split's index, then every shard against its rows; problems are reported in shard
+    order whatever order the workers finish in."""
     jobs: list[tuple[FileEntry, list[dict]]] = []
     for split, rows in rows_by_split.items():
         by_shard: dict[str, list[dict]] = {}
@@ -162,10 +165,38 @@ def _check_shards(root: Path, manifest: Manifest, rows_by_split: dict[str, list[
             report.add(f"{metadata_path(split)}: {len(orphans)} rows point at {rel}, which is "
                        f"not a shard of the {MANIFEST} (first key {orphans[0]['key']})")
     total = sum(1 for f in manifest.files if f.path.startswith("data/"))
-    with ThreadPoolExecutor(min(os.cpu_count() or 1, max(len(jobs), 1))) as pool:
-        for done, problems in enumerate(pool.map(
-                lambda job: check_shard(root, job[0], job[1], deep=deep), jobs), start=1):
-            for problem in problems:
-                report.add(problem)
-            if progress is not None:
-                progress(done, total)
+    for done, problems in enumerate(_map_shards(root, jobs, deep=deep), start=1):
+        for problem in problems:
+            report.add(problem)
+        if progress is not None:
+            progress(done, total)
+
+
+def _map_shards(root: Path, jobs: list[tuple[FileEntry, list[dict]]], *,
+                deep: bool) -> Iterator[list[str]]:
+    """Each job's problems, in job order; in a process per core when there is more than one
+    shard. Processes, not threads: a thread parsing tar headers holds the GIL that the other
+    needs between two hashed blocks (measured on 2.3 GB: 1.9-2.3 s with threads, 1.5-1.7 s
+    with processes, 3.1 s in one thread)."""
+    workers = min(os.cpu_count() or 1, len(jobs))
+    if workers <= 1:
+        yield from (check_shard(root, entry, rows, deep=deep) for entry, rows in jobs)
+        return
+    import webdataset.tariterators  # noqa: F401  (imported once here, not once per worker)
+
+    ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_ignore_sigint)
+    try:
+        yield from pool.map(_check_shard_job, [(root, entry, rows, deep) for entry, rows in jobs])
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _ignore_sigint() -> None:
+    """Ctrl-C is the parent's to handle; a worker only reads, so stopping it loses nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _check_shard_job(job: tuple[Path, FileEntry, list[dict], bool]) -> list[str]:
+    root, entry, rows, deep = job
+    return check_shard(root, entry, rows, deep=deep)

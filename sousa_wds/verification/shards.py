@@ -6,12 +6,14 @@ How it works:
   so a name WebDataset would read differently is caught. Each key must form one contiguous
   group of exactly flac/json/mid and match its metadata row: same shard, position, member
   offsets and sizes. JSON members must be strict JSON objects naming their key.
-- With `deep`, the shard is read once, front to back, and each block feeds two digests: the
-  shard's (compared with the manifest) and the member it belongs to (compared with the
-  metadata's `flac_sha256`, and `mid_sha256` / `json_sha256` where the format has them).
-  Reading it twice (whole file, then member by member) made verify half as fast as one pass.
-  Shards are independent, so `verify` checks them on a thread per core: file reads and
-  hashlib release the GIL.
+- With `deep`, the shard is read once, front to back: each member's bytes feed its digest
+  (compared with the metadata's `flac_sha256`, `mid_sha256`, `json_sha256`), and the bytes
+  between members (headers, padding, the end) are compared with the framing pack writes
+  (`format.tar_framing`). Together they pin every byte, so the shard's own sha256 (in the
+  manifest) need not be computed: one digest per byte instead of two. Only when something
+  differs, or the format predates member digests, is the whole shard hashed as well, so a
+  damaged shard is reported the same way either way. Shards are independent: `verify`
+  checks them in a process per core.
 - `index/{split}.json` is parsed defensively (any bytes may be damaged): a document that is not
   UTF-8, not JSON, nested too deep or of the wrong shape is one named problem, and its shard
   list must match the manifest's shards, sizes, hashes and per-shard sample counts.
@@ -27,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..format import MEMBERS, FileEntry, index_path, pack_path_problem
+from ..format import MEMBERS, FileEntry, index_path, pack_path_problem, tar_framing
 from ..io import file_sha256
 from .report import VerifyReport
 
@@ -44,9 +46,11 @@ def check_shard(root: Path, entry: FileEntry, rows: list[dict], *, deep: bool) -
     expected = {r["key"]: r for r in rows}
     groups: list[tuple[str, dict[str, tarfile.TarInfo]]] = []
     started: set[str] = set()
+    infos: list[tarfile.TarInfo] = []  # every member, in tar order
     try:
         with tarfile.open(root / rel, "r:") as tar:
             for info in tar:
+                infos.append(info)
                 key, ext = base_plus_ext(info.name)
                 if key is None:
                     report.add(f"{rel}: member {info.name!r} has no WebDataset key")
@@ -69,7 +73,8 @@ def check_shard(root: Path, entry: FileEntry, rows: list[dict], *, deep: bool) -
                     hashed += [(key, ext, members[ext], row[column])
                                for ext, column in MEMBER_HASHES.items() if column in row]
         if deep:
-            _check_digests(root / rel, entry, hashed, report)
+            laid_out = not report.problems and not expected and len(hashed) == len(infos)
+            _check_digests(root / rel, entry, infos if laid_out else None, hashed, report)
     except (tarfile.TarError, OSError, EOFError) as exc:
         report.add(f"{rel}: not a readable tar ({exc}); after key "
                    f"{groups[-1][0] if groups else '(none)'}")
@@ -105,38 +110,70 @@ def _check_sample(
 
 
 HASH_BLOCK = 8 << 20  # bytes read at a time by the deep pass
+# (offset, length, what to do with those bytes): feed a digest, or compare with expected bytes.
+Region = tuple[int, int, "hashlib._Hash | bytes"]
 
 
-def _check_digests(path: Path, entry: FileEntry,
-                   members: list[tuple[str, str, tarfile.TarInfo, str]],
+def _check_digests(path: Path, entry: FileEntry, infos: list[tarfile.TarInfo] | None,
+                   hashed: list[tuple[str, str, tarfile.TarInfo, str]],
                    report: VerifyReport) -> None:
-    """One read of the shard: its sha256 against the manifest, each member's against the
-    metadata. A shard whose size differs is already reported by the file checks."""
-    spans = sorted(members, key=lambda m: m[2].offset_data)
-    digests = [hashlib.sha256() for _ in spans]
-    whole = hashlib.sha256()
+    """Each member's sha256 against the metadata and the shard against its manifest entry,
+    reading the shard once. A shard whose size differs is reported by the file checks.
+
+    When every member has a digest in the metadata and passed the structure checks (`infos`,
+    every member in tar order; None otherwise) and the shard is laid out as pack writes it, the
+    bytes between members are compared with `format.tar_framing` instead of hashing
+    the whole shard too: the member digests and the framing pin every byte, at one digest per
+    byte instead of two. The whole-shard digest is computed (a second read) only if something
+    differs, so a damaged shard is reported the same way on either path.
+    """
+    digests = [hashlib.sha256() for _ in hashed]
+    regions: list[Region] = [(m[2].offset_data, m[2].size, d) for m, d in zip(hashed, digests)]
+    whole: hashlib._Hash | None = hashlib.sha256()
+    if infos is not None:
+        framing, starts, size = tar_framing([(i.name, i.size) for i in infos])
+        if size == entry.bytes and starts == [i.offset_data for i in infos]:
+            regions += [(at, len(data), data) for at, data in framing]
+            whole = None
+    regions.sort(key=lambda r: r[0])
+    read, framed = _scan(path, regions, whole)
+    wrong = [(key, ext) for (key, ext, _info, wanted), digest in zip(hashed, digests)
+             if digest.hexdigest() != wanted]
+    if read == entry.bytes and (whole is not None or wrong or not framed):
+        shard_sha = whole.hexdigest() if whole is not None else file_sha256(path)
+        if shard_sha != entry.sha256:
+            report.add(f"{entry.path}: sha256 differs from the manifest (content changed)")
+    for key, ext in wrong:
+        report.add(f"{entry.path}: key {key}: .{ext} sha256 differs from the metadata")
+
+
+def _scan(path: Path, regions: list[Region], whole: hashlib._Hash | None) -> tuple[int, bool]:
+    """Read `path` front to back once: feed every byte to `whole` (if any), each region's bytes
+    to its digest or compare them with its expected bytes. Returns the bytes read and whether
+    every compared region was read in full and matched."""
     block = bytearray(HASH_BLOCK)
     view = memoryview(block)
-    start = first = 0  # file offset of `block`; first span not fully hashed yet
+    start = first = 0  # file offset of `block`; first region not fully seen yet
+    same = True
     with open(path, "rb", buffering=0) as fh:
         while n := fh.readinto(block):
             end = start + n
-            whole.update(view[:n])
-            for i in range(first, len(spans)):
-                lo, size = spans[i][2].offset_data, spans[i][2].size
+            if whole is not None:
+                whole.update(view[:n])
+            for i in range(first, len(regions)):
+                lo, size, sink = regions[i]
                 if lo >= end:
                     break
                 a, b = max(lo, start), min(lo + size, end)
                 if b > a:
-                    digests[i].update(view[a - start:b - start])
+                    if isinstance(sink, bytes):
+                        same = same and view[a - start:b - start] == sink[a - lo:b - lo]
+                    else:
+                        sink.update(view[a - start:b - start])
                 if lo + size <= end:
                     first = i + 1
             start = end
-    if start == entry.bytes and whole.hexdigest() != entry.sha256:
-        report.add(f"{entry.path}: sha256 differs from the manifest (content changed)")
-    for (key, ext, _info, wanted), digest in zip(spans, digests, strict=True):
-        if digest.hexdigest() != wanted:
-            report.add(f"{entry.path}: key {key}: .{ext} sha256 differs from the metadata")
+    return start, same and first == len(regions)
 
 
 def json_record_problem(data: bytes, key: str) -> str | None:
