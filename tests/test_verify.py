@@ -6,12 +6,14 @@ import io
 import tarfile
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from sousa_wds.cli import main
 from sousa_wds.errors import VerifyError
 from sousa_wds.format import MANIFEST, metadata_path, tar_framing
-from sousa_wds.verification import shards, verify
+from sousa_wds.verification import folder, shards, verify
+from sousa_wds.verification.report import load_manifest as verify_manifest
 
 
 def test_clean_pack_verifies(packed: Path) -> None:
@@ -64,6 +66,36 @@ def test_clean_deep_pass_does_not_hash_whole_shards(packed: Path,
     monkeypatch.setattr(shards, "_scan", one_digest_per_byte)
     monkeypatch.setattr(shards, "file_sha256", refuse)
     assert verify(packed, deep=True).ok
+
+
+def test_shards_cut_into_runs_still_name_the_damaged_member(
+        packed_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs of one sample each: every run boundary is checked, and a flip inside a later run
+    falls back to the full check of that shard alone."""
+    monkeypatch.setattr(folder, "MIN_RUN_BYTES", 1)
+    monkeypatch.setattr(folder, "RUNS_PER_WORKER", 10_000)
+    entry = next(f for f in verify_manifest(packed_copy).files
+                 if f.path == "data/train-00000.tar")
+    rows = [r for r in pq.read_table(packed_copy / metadata_path("train")).to_pylist()
+            if r["shard_path"] == entry.path]
+    assert len(shards.pinned_runs(entry, rows, 1) or []) == len(rows) > 2
+    with monkeypatch.context() as patch:
+        patch.setattr(shards, "_check_digests", _refuse_full_read)
+        assert verify(packed_copy, deep=True).ok
+    shard = packed_copy / entry.path
+    flac = _member(shard, 6)  # the third sample's .flac
+    data = bytearray(shard.read_bytes())
+    data[flac.offset_data + flac.size // 2] ^= 0x01
+    shard.write_bytes(bytes(data))
+    assert verify(packed_copy, deep=True).problems == [
+        f"{entry.path}: sha256 differs from the manifest (content changed)",
+        f"{entry.path}: key {flac.name.removesuffix('.flac')}: .flac sha256 differs from the "
+        "metadata",
+    ]
+
+
+def _refuse_full_read(path: Path, *args: object) -> None:
+    raise AssertionError(f"{path} needed the full check")
 
 
 def _member(shard: Path, index: int) -> tarfile.TarInfo:

@@ -58,21 +58,22 @@ def tar_member_info(name: str, size: int) -> tarfile.TarInfo:
 
 
 def tar_framing(
-    members: Sequence[tuple[str, int]],
+    members: Sequence[tuple[str, int]], *, at: int = 0, last: bool = True,
 ) -> tuple[list[tuple[int, bytes]], list[int], int]:
     """Every byte of a shard that is not member data as (offset, bytes), where each member's
-    data starts, and the shard's size.
+    data starts, and where the framing ends.
 
     A shard holding `members` (name, size) in this order is exactly these bytes around the
     members' data: each header as stdlib `tarfile` writes it in its default (PAX) format, the
     data, zeros to the next block; at the end two zero blocks and zeros to a whole record.
-    Deep verification compares them instead of hashing the whole shard a second time.
+    `at` and `last` describe a run of members starting at offset `at`, not the whole shard
+    (no end unless `last`). Deep verification compares these bytes instead of hashing the
+    whole shard a second time.
     """
     import tarfile
 
     framing: list[tuple[int, bytes]] = []
     starts: list[int] = []
-    at = 0
     for name, size in members:
         header = tar_member_info(name, size).tobuf(tarfile.PAX_FORMAT, "utf-8",
                                                    "surrogateescape")
@@ -82,9 +83,11 @@ def tar_framing(
         if pad := tar_padded(size) - size:
             framing.append((at, bytes(pad)))
             at += pad
-    end = -(-(at + 2 * TAR_BLOCK) // TAR_RECORD) * TAR_RECORD
-    framing.append((at, bytes(end - at)))
-    return framing, starts, end
+    if last:
+        end = -(-(at + 2 * TAR_BLOCK) // TAR_RECORD) * TAR_RECORD
+        framing.append((at, bytes(end - at)))
+        at = end
+    return framing, starts, at
 
 
 MANIFEST = "manifest.json"

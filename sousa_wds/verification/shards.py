@@ -6,14 +6,13 @@ How it works:
   so a name WebDataset would read differently is caught. Each key must form one contiguous
   group of exactly flac/json/mid and match its metadata row: same shard, position, member
   offsets and sizes. JSON members must be strict JSON objects naming their key.
-- With `deep`, the shard is read once, front to back: each member's bytes feed its digest
-  (compared with the metadata's `flac_sha256`, `mid_sha256`, `json_sha256`), and the bytes
-  between members (headers, padding, the end) are compared with the framing pack writes
-  (`format.tar_framing`). Together they pin every byte, so the shard's own sha256 (in the
-  manifest) need not be computed: one digest per byte instead of two. Only when something
-  differs, or the format predates member digests, is the whole shard hashed as well, so a
-  damaged shard is reported the same way either way. Shards are independent: `verify`
-  checks them in a process per core.
+- With `deep`, a shard whose metadata rows pin every byte (`pinned_runs`: the tar framing
+  pack writes, rebuilt from the rows, and each member's sha256) is read once against them,
+  in runs a process per core can share; one digest per byte. If all match, so does
+  everything the structure check parses and the shard's own sha256 (the manifest's), which is
+  then not computed. Otherwise (damage, or a format without member digests) `check_shard`
+  reads it in full: structure, then one pass feeding the shard's digest and each member's, so
+  a damaged shard is reported the same way either way.
 - `index/{split}.json` is parsed defensively (any bytes may be damaged): a document that is not
   UTF-8, not JSON, nested too deep or of the wrong shape is one named problem, and its shard
   list must match the manifest's shards, sizes, hashes and per-shard sample counts.
@@ -26,10 +25,19 @@ import json
 import tarfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..format import MEMBERS, FileEntry, index_path, pack_path_problem, tar_framing
+from ..format import (
+    MEMBERS,
+    TAR_BLOCK,
+    FileEntry,
+    index_path,
+    key_problem,
+    pack_path_problem,
+    tar_framing,
+)
 from ..io import file_sha256
 from .report import VerifyReport
 
@@ -46,11 +54,9 @@ def check_shard(root: Path, entry: FileEntry, rows: list[dict], *, deep: bool) -
     expected = {r["key"]: r for r in rows}
     groups: list[tuple[str, dict[str, tarfile.TarInfo]]] = []
     started: set[str] = set()
-    infos: list[tarfile.TarInfo] = []  # every member, in tar order
     try:
         with tarfile.open(root / rel, "r:") as tar:
             for info in tar:
-                infos.append(info)
                 key, ext = base_plus_ext(info.name)
                 if key is None:
                     report.add(f"{rel}: member {info.name!r} has no WebDataset key")
@@ -73,8 +79,7 @@ def check_shard(root: Path, entry: FileEntry, rows: list[dict], *, deep: bool) -
                     hashed += [(key, ext, members[ext], row[column])
                                for ext, column in MEMBER_HASHES.items() if column in row]
         if deep:
-            laid_out = not report.problems and not expected and len(hashed) == len(infos)
-            _check_digests(root / rel, entry, infos if laid_out else None, hashed, report)
+            _check_digests(root / rel, entry, hashed, report)
     except (tarfile.TarError, OSError, EOFError) as exc:
         report.add(f"{rel}: not a readable tar ({exc}); after key "
                    f"{groups[-1][0] if groups else '(none)'}")
@@ -109,54 +114,104 @@ def _check_sample(
     return True
 
 
-HASH_BLOCK = 8 << 20  # bytes read at a time by the deep pass
-# (offset, length, what to do with those bytes): feed a digest, or compare with expected bytes.
-Region = tuple[int, int, "hashlib._Hash | bytes"]
+HASH_BLOCK = 1 << 20  # bytes read at a time by the deep pass: small enough to stay in cache
 
 
-def _check_digests(path: Path, entry: FileEntry, infos: list[tarfile.TarInfo] | None,
+@dataclass(frozen=True)
+class PinnedRun:
+    """A run of consecutive samples of a shard, covering bytes [start, end): each member
+    (name, size, data offset, sha256), and whether the run ends the shard."""
+
+    start: int
+    end: int
+    members: tuple[tuple[str, int, int, str], ...]
+    last: bool
+
+
+def pinned_runs(entry: FileEntry, rows: list[dict], target: int) -> list[PinnedRun] | None:
+    """The shard cut into runs of about `target` bytes whose metadata pins every byte, or
+    None when the rows cannot (a format without member digests, keys or positions not as
+    pack writes them): then `check_shard` reads the shard in full.
+
+    The framing pack writes (`format.tar_framing`: headers, padding, the end), rebuilt from
+    the rows, and each member's digest determine the whole file: if all match, so does
+    everything `check_shard` parses (names, order, offsets, JSON content) and the shard's own
+    sha256 (the manifest's), which then is not computed. Cheap and pure: the framing is built
+    by the worker that checks the run (`run_matches`).
+    """
+    ordered = sorted(rows, key=lambda r: r["index_in_shard"])
+    if (not ordered or [r["index_in_shard"] for r in ordered] != list(range(len(ordered)))
+            or any(r.get(c) is None for r in ordered for c in MEMBER_HASHES.values())
+            or any(key_problem(r["key"]) for r in ordered)):
+        return None
+    runs: list[PinnedRun] = []
+    members: list[tuple[str, int, int, str]] = []
+    start = 0
+    for i, row in enumerate(ordered):
+        members += [(f"{row['key']}.{ext}", row[f"{ext}_size"], row[f"{ext}_offset"],
+                     row[MEMBER_HASHES[ext]]) for ext in MEMBERS]
+        if i + 1 == len(ordered):
+            runs.append(PinnedRun(start, entry.bytes, tuple(members), last=True))
+        else:
+            # The next sample's header (one block for the format's short names) starts here;
+            # a longer header makes its run's framing differ, and the full check decides.
+            end = ordered[i + 1]["flac_offset"] - TAR_BLOCK
+            if end - start >= target:
+                runs.append(PinnedRun(start, end, tuple(members), last=False))
+                members, start = [], end
+    return runs
+
+
+def run_matches(path: Path, run: PinnedRun) -> bool:
+    """Whether `path` holds exactly `run`'s bytes: framing compared, members hashed, one read."""
+    framing, starts, end = tar_framing([(name, size) for name, size, _, _ in run.members],
+                                       at=run.start, last=run.last)
+    if end != run.end or starts != [offset for _, _, offset, _ in run.members]:
+        return False
+    digests = [hashlib.sha256() for _ in run.members]
+    regions: list[tuple[int, int, hashlib._Hash | bytes]] = [
+        (at, len(data), data) for at, data in framing]
+    regions += [(offset, size, digest)
+                for (_, size, offset, _), digest in zip(run.members, digests)]
+    regions.sort(key=lambda region: region[0])
+    _, same = _scan(path, regions, None)
+    return same and all(digest.hexdigest() == sha
+                        for (_, _, _, sha), digest in zip(run.members, digests))
+
+
+def _check_digests(path: Path, entry: FileEntry,
                    hashed: list[tuple[str, str, tarfile.TarInfo, str]],
                    report: VerifyReport) -> None:
-    """Each member's sha256 against the metadata and the shard against its manifest entry,
-    reading the shard once. A shard whose size differs is reported by the file checks.
-
-    When every member has a digest in the metadata and passed the structure checks (`infos`,
-    every member in tar order; None otherwise) and the shard is laid out as pack writes it, the
-    bytes between members are compared with `format.tar_framing` instead of hashing
-    the whole shard too: the member digests and the framing pin every byte, at one digest per
-    byte instead of two. The whole-shard digest is computed (a second read) only if something
-    differs, so a damaged shard is reported the same way on either path.
-    """
+    """One read of the shard: its sha256 against the manifest, each member's against the
+    metadata. A shard whose size differs is already reported by the file checks."""
     digests = [hashlib.sha256() for _ in hashed]
-    regions: list[Region] = [(m[2].offset_data, m[2].size, d) for m, d in zip(hashed, digests)]
-    whole: hashlib._Hash | None = hashlib.sha256()
-    if infos is not None:
-        framing, starts, size = tar_framing([(i.name, i.size) for i in infos])
-        if size == entry.bytes and starts == [i.offset_data for i in infos]:
-            regions += [(at, len(data), data) for at, data in framing]
-            whole = None
-    regions.sort(key=lambda r: r[0])
-    read, framed = _scan(path, regions, whole)
-    wrong = [(key, ext) for (key, ext, _info, wanted), digest in zip(hashed, digests)
-             if digest.hexdigest() != wanted]
-    if read == entry.bytes and (whole is not None or wrong or not framed):
-        shard_sha = whole.hexdigest() if whole is not None else file_sha256(path)
-        if shard_sha != entry.sha256:
-            report.add(f"{entry.path}: sha256 differs from the manifest (content changed)")
-    for key, ext in wrong:
-        report.add(f"{entry.path}: key {key}: .{ext} sha256 differs from the metadata")
+    regions = sorted(((m[2].offset_data, m[2].size, d) for m, d in zip(hashed, digests)),
+                     key=lambda region: region[0])
+    whole = hashlib.sha256()
+    read, _ = _scan(path, regions, whole)
+    if read == entry.bytes and whole.hexdigest() != entry.sha256:
+        report.add(f"{entry.path}: sha256 differs from the manifest (content changed)")
+    for (key, ext, _info, wanted), digest in zip(hashed, digests):
+        if digest.hexdigest() != wanted:
+            report.add(f"{entry.path}: key {key}: .{ext} sha256 differs from the metadata")
 
 
-def _scan(path: Path, regions: list[Region], whole: hashlib._Hash | None) -> tuple[int, bool]:
-    """Read `path` front to back once: feed every byte to `whole` (if any), each region's bytes
-    to its digest or compare them with its expected bytes. Returns the bytes read and whether
-    every compared region was read in full and matched."""
+def _scan(path: Path, regions: list[tuple[int, int, hashlib._Hash | bytes]],
+          whole: hashlib._Hash | None) -> tuple[int, bool]:
+    """Read `path` once, each region's bytes fed to its digest or compared with its bytes.
+
+    With `whole`, the whole file is read and fed to it too; without, only from the first
+    region to the end of the last. Returns the end offset reached and whether every region
+    was read in full and every compared one matched."""
     block = bytearray(HASH_BLOCK)
     view = memoryview(block)
-    start = first = 0  # file offset of `block`; first region not fully seen yet
+    start = 0 if whole is not None or not regions else regions[0][0]
+    stop = None if whole is not None or not regions else regions[-1][0] + regions[-1][1]
+    first = 0  # first region not fully seen yet
     same = True
     with open(path, "rb", buffering=0) as fh:
-        while n := fh.readinto(block):
+        fh.seek(start)
+        while n := fh.readinto(block if stop is None else view[:min(HASH_BLOCK, stop - start)]):
             end = start + n
             if whole is not None:
                 whole.update(view[:n])
