@@ -232,8 +232,6 @@ def _mapper(workers: int) -> Iterator[Callable[[Callable, list], Iterable]]:
     if workers <= 1:
         yield map
         return
-    import webdataset.tariterators  # noqa: F401  (imported once here, not once per worker)
-
     ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
     pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_ignore_sigint)
     try:
