@@ -84,7 +84,7 @@ def latency(packed: Path, rows: list[dict], rounds: int) -> dict[str, list[float
         "load_midi(key)": lambda row: sousa_wds.load_midi(row["key"], source=packed),
         "load_audio(row)": lambda row: sousa_wds.load_audio(row, source=packed),
         "load_audio's fetch (FLAC read + sha256)": lambda row: random_access._member(
-            row, "flac", None, packed, None, None),
+            row, "flac", None, packed, None, None, (None, None)),
         "decode alone (soundfile, bytes in memory)": lambda row: soundfile.read(
             io.BytesIO(flacs[row["key"]])),
     }
