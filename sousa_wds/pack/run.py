@@ -50,7 +50,14 @@ from .loose import check_loose_limits, write_loose
 from .plan import DEFAULT_SEED, DEFAULT_SHARD_SIZE, PackPlan, order_split, plan_shards
 from .pool import run_pool
 from .state import PackState, StateDir, out_lock
-from .tables import file_stamp, location_rows, write_label_tables, write_metadata
+from .tables import (
+    Locations,
+    file_stamp,
+    location_columns,
+    rows_to_columns,
+    write_label_tables,
+    write_metadata,
+)
 from .tar import ShardResult, ShardTask, write_shard
 
 log = logging.getLogger(__name__)
@@ -137,8 +144,9 @@ def pack(
             rows, media, shard_counts = _write_shard_layout(
                 dataset, plan, out, states, finished, workers or os.cpu_count() or 1, progress,
                 ray)
-        splits = {split: SplitCounts(samples=len(rows[split]), shards=shard_counts[split],
-                                     bytes=_member_bytes(rows[split])) for split in SPLITS}
+        splits = {split: SplitCounts(samples=len(rows[split]["key"]),
+                                     shards=shard_counts[split], bytes=_member_bytes(rows[split]))
+                  for split in SPLITS}
         write_metadata(dataset, out, rows)
         write_label_tables(dataset, out, stamps)
         files = _write_card_and_manifest(dataset, out, state, splits, media,
@@ -151,8 +159,9 @@ def pack(
     )
 
 
-def _member_bytes(rows: Sequence[dict]) -> int:
-    return sum(r["flac_size"] + r["mid_size"] + (r["json_size"] or 0) for r in rows)
+def _member_bytes(locations: Locations) -> int:
+    return (sum(locations["flac_size"]) + sum(locations["mid_size"])
+            + sum(size or 0 for size in locations["json_size"]))
 
 
 def _write_card_and_manifest(
@@ -202,18 +211,20 @@ class _Tracker:
                 self._callback(PackProgress(samples, self._total, nbytes, self._total_bytes))
 
 
-# Per split: location rows; then every media file with its sha256 if known; shards per split.
-Written = tuple[dict[str, list[dict]], dict[str, str | None], dict[str, int]]
+# Per split: locations; then every media file with its sha256 if known; shards per split.
+Written = tuple[dict[str, Locations], dict[str, str | None], dict[str, int]]
 
 
 def _write_loose_layout(dataset: SourceDataset, plan: PackPlan, out: Path,
                         progress: ProgressCallback | None) -> Written:
     tracker = _Tracker(dataset.samples, progress)
-    rows = {split: write_loose(order_split(dataset.split(split), split, plan.seed, plan.order),
-                               dataset.root, out, tracker.add)
+    rows = {split: rows_to_columns(write_loose(
+                order_split(dataset.split(split), split, plan.seed, plan.order),
+                dataset.root, out, tracker.add))
             for split in SPLITS}
-    media = {r[name]: None for split_rows in rows.values() for r in split_rows
-             for name in ("audio_filename", "midi_filename")}
+    media: dict[str, str | None] = {path: None for split in rows.values()
+                                    for name in ("audio_filename", "midi_filename")
+                                    for path in split[name]}
     return rows, media, dict.fromkeys(SPLITS, 0)
 
 
@@ -245,6 +256,6 @@ def _write_shard_layout(
         results[result.name] = result
     by_split = {split: [results[s.name] for s in plan.split_shards(split)] for split in SPLITS}
     write_indexes(out, by_split)
-    rows = {split: location_rows(by_split[split]) for split in SPLITS}
+    rows = {split: location_columns(by_split[split]) for split in SPLITS}
     media: dict[str, str | None] = {r.path: r.sha256 for r in results.values()}
     return rows, media, {split: len(by_split[split]) for split in SPLITS}

@@ -53,36 +53,44 @@ def file_stamp(path: Path) -> FileStamp:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+# Per split, one list per location column (`format.LOCATION_COLUMNS` but `split`), in the
+# metadata's row order. Columns, not a dict per sample: at 100k samples the dicts cost the
+# pack parent ~200 MB, and merging the shard naming into them cost as much again.
+Locations = dict[str, list]
+# Location columns that name the shard and the members: derived, not in the shard's rows.
+_NAMING_COLUMNS = ("shard", "shard_path", "audio_shard", "audio_filename", "midi_shard",
+                   "midi_filename")
+
+
 def metadata_table(
-    dataset: SourceDataset, split: str, samples: Sequence[SourceSample],
-    locations: Sequence[dict],
+    dataset: SourceDataset, split: str, samples: Sequence[SourceSample], locations: Locations,
 ) -> pa.Table:
     """Labels + location columns, one row per sample, in the order given."""
     labels = dataset.label_rows(samples)
     columns = {name: labels.column(name) for name in LABEL_COLUMNS}
     for name, typ in LOCATION_COLUMNS.items():
-        if name == "split":
-            values: list = [split] * len(samples)
-        else:
-            values = [loc[name] for loc in locations]
-        columns[name] = column(values, typ)
+        columns[name] = column([split] * len(samples) if name == "split" else locations[name],
+                               typ)
     return pa.table(columns, schema=METADATA_SCHEMA)
 
 
-def location_rows(results: Iterable[ShardResult]) -> list[dict]:
-    """Flatten shard results into metadata location rows (adds the shard naming columns)."""
-    return [
-        row | {
-            "shard": result.name,
-            "shard_path": result.path,
-            "audio_shard": result.path,
-            "audio_filename": f"{row['key']}.flac",
-            "midi_shard": result.path,
-            "midi_filename": f"{row['key']}.mid",
-        }
-        for result in results
-        for row in result.rows
-    ]
+def location_columns(results: Iterable[ShardResult]) -> Locations:
+    """The shards' rows as columns, with the columns that name the shard and the members."""
+    results = list(results)
+    rows = [row for result in results for row in result.rows]
+    columns: Locations = {name: [row[name] for row in rows] for name in LOCATION_COLUMNS
+                          if name not in ("split", *_NAMING_COLUMNS)}
+    paths = [result.path for result in results for _ in result.rows]
+    columns["shard"] = [result.name for result in results for _ in result.rows]
+    columns["shard_path"] = columns["audio_shard"] = columns["midi_shard"] = paths
+    columns["audio_filename"] = [f"{key}.flac" for key in columns["key"]]
+    columns["midi_filename"] = [f"{key}.mid" for key in columns["key"]]
+    return columns
+
+
+def rows_to_columns(rows: Sequence[dict]) -> Locations:
+    """The loose layout's location rows as columns."""
+    return {name: [row[name] for row in rows] for name in LOCATION_COLUMNS if name != "split"}
 
 
 def write_parquet(table: pa.Table, final: Path) -> None:
@@ -90,14 +98,11 @@ def write_parquet(table: pa.Table, final: Path) -> None:
         pq.write_table(table, temp, row_group_size=ROW_GROUP_SIZE, **PARQUET_OPTIONS)
 
 
-def write_metadata(
-    dataset: SourceDataset, out: Path, rows_by_split: dict[str, list[dict]]
-) -> None:
+def write_metadata(dataset: SourceDataset, out: Path, locations: dict[str, Locations]) -> None:
     samples_by_key = {s.key: s for s in dataset.samples}
     for split in SPLITS:
-        locations = rows_by_split[split]
-        samples = [samples_by_key[row["key"]] for row in locations]
-        write_parquet(metadata_table(dataset, split, samples, locations),
+        samples = [samples_by_key[key] for key in locations[split]["key"]]
+        write_parquet(metadata_table(dataset, split, samples, locations[split]),
                       out / metadata_path(split))
 
 
