@@ -10,8 +10,10 @@ How it works:
   default libsndfile seeks to the last frames the STREAMINFO header announces and decodes
   them (~0.3 ms a file; a truncated or cut file fails). `deep=True` decodes every frame
   (~12 ms per MB-sized file, ~90 MB/s a core), which also finds damage in the middle.
-- Files are checked one after the other: a pool of 8 threads gained nothing measurable here
-  (2 busy cores, warm cache) and cost ~40 MB of RSS at 100k files.
+- Files are checked in batches in a process per core (`parallel.process_map`), results
+  gathered in task order, so the report does not depend on the worker count. Threads gained
+  nothing (per-file Python holds the GIL between libsndfile calls); 2 processes took the
+  1539 files of the 2 GB benchmark from 0.64 to 0.40 s.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import PurePosixPath
 import soundfile
 
 from ..errors import Problems
+from ..parallel import process_map
 from .checks import inside
 
 FLAC_MAGIC = b"fLaC"
@@ -76,6 +79,9 @@ PROBLEMS: dict[str, tuple[str, str]] = {
 }
 
 
+PROBE_BATCH = 256  # files per worker task: few futures, still an even spread over workers
+
+
 def probe_media(
     root: str, audio: Iterable[str | None], midi: Iterable[str | None], *, deep: bool = False,
     progress: Callable[[int], None] | None = None,
@@ -85,13 +91,15 @@ def probe_media(
     report = MediaReport()
     tasks = [(rel, True) for rel in dict.fromkeys(audio)]
     tasks += [(rel, False) for rel in dict.fromkeys(midi) if rel is not None]
-    for rel, is_audio in tasks:
-        result, kind, item = probe.check(rel, is_audio)
-        report.files[rel] = result
-        if kind:
-            report.add(kind, item)
-        if progress is not None:
-            progress(1)
+    batches = [tasks[i:i + PROBE_BATCH] for i in range(0, len(tasks), PROBE_BATCH)]
+    with process_map(min(os.cpu_count() or 1, len(batches))) as run_all:
+        for batch, results in zip(batches, run_all(probe.check_all, batches)):
+            for (rel, _), (result, kind, item) in zip(batch, results):
+                report.files[rel] = result
+                if kind:
+                    report.add(kind, item)
+            if progress is not None:
+                progress(len(batch))
     return report
 
 
@@ -108,6 +116,10 @@ class _Probe:
         self.root_real = os.path.realpath(root)
         self.deep = deep
         self._folders: dict[str, bool] = {}
+
+    def check_all(self, tasks: list[tuple[str | None, bool]],
+                  ) -> list[tuple[MediaFile | None, str, str]]:
+        return [self.check(rel, is_audio) for rel, is_audio in tasks]
 
     def check(self, rel: str | None, is_audio: bool) -> tuple[MediaFile | None, str, str]:
         """The file's facts, or None with the problem kind and the line that names it."""

@@ -14,18 +14,14 @@ How it works:
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import signal
-import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import VerifyError
 from ..format import FORMAT_FOLDERS, MANIFEST, SPLITS, FileEntry, Manifest, metadata_path
+from ..parallel import process_map
 from .consistency import check_manifest_fields
 from .report import VerifyReport, load_manifest, local_file_problems
 from .shards import (
@@ -206,7 +202,7 @@ def _shard_problems(root: Path, jobs: list[tuple[FileEntry, list[dict]]], *, dee
     runs = [(i, run) for i, plan in enumerate(plans) if plan for run in plan]
     results: list[list[str]] = [[] for _ in jobs]
     done = 0
-    with _mapper(min(workers, len(runs) + len(jobs))) as run_all:
+    with process_map(min(workers, len(runs) + len(jobs))) as run_all:
         matched = [plan is not None for plan in plans]
         left = Counter(i for i, _ in runs)
         for (i, _), same in zip(runs, run_all(_run_job, [(root / jobs[i][0].path, run)
@@ -223,25 +219,6 @@ def _shard_problems(root: Path, jobs: list[tuple[FileEntry, list[dict]]], *, dee
             done += 1
             progress(done)
     return results
-
-
-@contextmanager
-def _mapper(workers: int) -> Iterator[Callable[[Callable, list], Iterable]]:
-    """`map` over a pool of `workers` processes (results in input order), or in this process
-    when one worker is enough. Workers ignore Ctrl-C: they only read, and the parent stops."""
-    if workers <= 1:
-        yield map
-        return
-    ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_ignore_sigint)
-    try:
-        yield pool.map
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _ignore_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _run_job(job: tuple[Path, PinnedRun]) -> bool:

@@ -217,3 +217,30 @@ def test_unreadable_media_file_is_named(dataset_copy: Path,
     message = _error(dataset_copy)
     assert "media files that cannot be read (1)" in message
     assert f"{flac}: Permission denied" in message
+
+
+def test_media_problems_are_the_same_whatever_the_worker_count(
+        dataset_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches of 3 files over a process per core name the same files, in the same order, as
+    one process checking them all."""
+    from sousa_wds.source import media
+
+    _cut(_audio(dataset_copy, 3), 100)
+    _cut(_audio(dataset_copy, 17), 10)
+    sorted((dataset_copy / "midi").rglob("*.mid"))[2].unlink()
+    monkeypatch.setattr(media, "PROBE_BATCH", 3)
+    monkeypatch.setattr(media.os, "cpu_count", lambda: 1)
+    alone = _error(dataset_copy)
+    monkeypatch.setattr(media.os, "cpu_count", lambda: 2)
+    forked: list[int] = []
+    real = media.process_map
+
+    def counted(workers: int):
+        forked.append(workers)
+        return real(workers)
+
+    monkeypatch.setattr(media, "process_map", counted)
+    assert _error(dataset_copy) == alone
+    assert forked == [2]
+    assert "FLAC files that are incomplete or damaged (2)" in alone
+    assert "MIDI files that do not exist (1)" in alone
