@@ -29,23 +29,27 @@ from .tar import ShardResult
 WIDS_KIND = "wids-shard-index-v1"
 
 
-def wids_index(split: str, results: Sequence[ShardResult]) -> dict:
-    """A wids shard index; `url` is relative to the index file (`../data/...`)."""
+def wids_index(split: str, results: Sequence[ShardResult], samples: Mapping[str, int]) -> dict:
+    """A wids shard index; `url` is relative to the index file (`../data/...`). `samples`:
+    per shard name, its sample count (the results' rows are dropped once turned into
+    columns)."""
     return {
         "__kind__": WIDS_KIND,
         "wids_version": 1,
         "name": split,
         "shardlist": [
-            {"url": f"../{r.path}", "nsamples": len(r.rows), "filesize": r.bytes,
+            {"url": f"../{r.path}", "nsamples": samples[r.name], "filesize": r.bytes,
              "sha256": r.sha256}
             for r in results
         ],
     }
 
 
-def write_indexes(out: Path, results_by_split: Mapping[str, Sequence[ShardResult]]) -> None:
+def write_indexes(out: Path, results_by_split: Mapping[str, Sequence[ShardResult]],
+                  samples: Mapping[str, int]) -> None:
     for split in SPLITS:
-        write_json_atomic(out / index_path(split), wids_index(split, results_by_split[split]))
+        write_json_atomic(out / index_path(split),
+                          wids_index(split, results_by_split[split], samples))
 
 
 def build_manifest(

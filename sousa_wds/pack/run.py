@@ -26,8 +26,11 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..card import DEFAULT_REPO_ID, render_card
 from ..errors import PackError
@@ -50,14 +53,7 @@ from .loose import check_loose_limits, write_loose
 from .plan import DEFAULT_SEED, DEFAULT_SHARD_SIZE, PackPlan, order_split, plan_shards
 from .pool import run_pool
 from .state import PackState, StateDir, out_lock
-from .tables import (
-    Locations,
-    file_stamp,
-    location_columns,
-    rows_to_columns,
-    write_label_tables,
-    write_metadata,
-)
+from .tables import file_stamp, location_table, write_label_tables, write_metadata
 from .tar import ShardResult, ShardTask, write_shard
 
 log = logging.getLogger(__name__)
@@ -144,7 +140,7 @@ def pack(
             rows, media, shard_counts = _write_shard_layout(
                 dataset, plan, out, states, finished, workers or os.cpu_count() or 1, progress,
                 ray)
-        splits = {split: SplitCounts(samples=len(rows[split]["key"]),
+        splits = {split: SplitCounts(samples=rows[split].num_rows,
                                      shards=shard_counts[split], bytes=_member_bytes(rows[split]))
                   for split in SPLITS}
         write_metadata(dataset, out, rows)
@@ -159,9 +155,9 @@ def pack(
     )
 
 
-def _member_bytes(locations: Locations) -> int:
-    return (sum(locations["flac_size"]) + sum(locations["mid_size"])
-            + sum(size or 0 for size in locations["json_size"]))
+def _member_bytes(locations: pa.Table) -> int:
+    return sum(pc.sum(locations.column(name)).as_py() or 0
+               for name in ("flac_size", "mid_size", "json_size"))
 
 
 def _write_card_and_manifest(
@@ -212,20 +208,20 @@ class _Tracker:
 
 
 # Per split: locations; then every media file with its sha256 if known; shards per split.
-Written = tuple[dict[str, Locations], dict[str, str | None], dict[str, int]]
+Written = tuple[dict[str, pa.Table], dict[str, str | None], dict[str, int]]
 
 
 def _write_loose_layout(dataset: SourceDataset, plan: PackPlan, out: Path,
                         progress: ProgressCallback | None) -> Written:
     tracker = _Tracker(dataset.samples, progress)
-    rows = {split: rows_to_columns(write_loose(
-                order_split(dataset.split(split), split, plan.seed, plan.order),
-                dataset.root, out, tracker.add))
+    rows = {split: write_loose(order_split(dataset.split(split), split, plan.seed, plan.order),
+                               dataset.root, out, tracker.add)
             for split in SPLITS}
-    media: dict[str, str | None] = {path: None for split in rows.values()
-                                    for name in ("audio_filename", "midi_filename")
-                                    for path in split[name]}
-    return rows, media, dict.fromkeys(SPLITS, 0)
+    media: dict[str, str | None] = {r[name]: None for split_rows in rows.values()
+                                    for r in split_rows
+                                    for name in ("audio_filename", "midi_filename")}
+    return ({split: location_table(split_rows) for split, split_rows in rows.items()}, media,
+            dict.fromkeys(SPLITS, 0))
 
 
 def _write_shard_layout(
@@ -241,7 +237,10 @@ def _write_shard_layout(
                   out_root=str(out))
         for s in todo
     ]
-    results = dict(finished)
+    # Each result's rows become Arrow columns as it arrives, and are dropped from the result.
+    located = {name: location_table(r.rows, r) for name, r in finished.items()}
+    samples = {name: len(r.rows) for name, r in finished.items()}
+    results = {name: replace(r, rows=()) for name, r in finished.items()}
     tracker = _Tracker([x for s in todo for x in s.samples], progress)
     if ray is not False and tasks:
         from .ray_pool import run_ray
@@ -253,9 +252,12 @@ def _write_shard_layout(
         done = run_pool(tasks, workers, tracker.set)
     for result in done:
         states.record(result)
-        results[result.name] = result
+        located[result.name] = location_table(result.rows, result)
+        samples[result.name] = len(result.rows)
+        results[result.name] = replace(result, rows=())
     by_split = {split: [results[s.name] for s in plan.split_shards(split)] for split in SPLITS}
-    write_indexes(out, by_split)
-    rows = {split: location_columns(by_split[split]) for split in SPLITS}
+    write_indexes(out, by_split, samples)
+    rows = {split: pa.concat_tables([located[r.name] for r in by_split[split]])
+            if by_split[split] else location_table([]) for split in SPLITS}
     media: dict[str, str | None] = {r.path: r.sha256 for r in results.values()}
     return rows, media, {split: len(by_split[split]) for split in SPLITS}

@@ -15,7 +15,7 @@ so the same input gives the same bytes.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -53,44 +53,37 @@ def file_stamp(path: Path) -> FileStamp:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-# Per split, one list per location column (`format.LOCATION_COLUMNS` but `split`), in the
-# metadata's row order. Columns, not a dict per sample: at 100k samples the dicts cost the
-# pack parent ~200 MB, and merging the shard naming into them cost as much again.
-Locations = dict[str, list]
 # Location columns that name the shard and the members: derived, not in the shard's rows.
 _NAMING_COLUMNS = ("shard", "shard_path", "audio_shard", "audio_filename", "midi_shard",
                    "midi_filename")
 
 
 def metadata_table(
-    dataset: SourceDataset, split: str, samples: Sequence[SourceSample], locations: Locations,
+    dataset: SourceDataset, split: str, samples: Sequence[SourceSample], locations: pa.Table,
 ) -> pa.Table:
     """Labels + location columns, one row per sample, in the order given."""
     labels = dataset.label_rows(samples)
     columns = {name: labels.column(name) for name in LABEL_COLUMNS}
     for name, typ in LOCATION_COLUMNS.items():
-        columns[name] = column([split] * len(samples) if name == "split" else locations[name],
-                               typ)
+        columns[name] = (column([split] * len(samples), typ) if name == "split"
+                         else locations.column(name).combine_chunks())
     return pa.table(columns, schema=METADATA_SCHEMA)
 
 
-def location_columns(results: Iterable[ShardResult]) -> Locations:
-    """The shards' rows as columns, with the columns that name the shard and the members."""
-    results = list(results)
-    rows = [row for result in results for row in result.rows]
-    columns: Locations = {name: [row[name] for row in rows] for name in LOCATION_COLUMNS
-                          if name not in ("split", *_NAMING_COLUMNS)}
-    paths = [result.path for result in results for _ in result.rows]
-    columns["shard"] = [result.name for result in results for _ in result.rows]
-    columns["shard_path"] = columns["audio_shard"] = columns["midi_shard"] = paths
-    columns["audio_filename"] = [f"{key}.flac" for key in columns["key"]]
-    columns["midi_filename"] = [f"{key}.mid" for key in columns["key"]]
-    return columns
-
-
-def rows_to_columns(rows: Sequence[dict]) -> Locations:
-    """The loose layout's location rows as columns."""
-    return {name: [row[name] for row in rows] for name in LOCATION_COLUMNS if name != "split"}
+def location_table(rows: Sequence[dict], shard: ShardResult | None = None) -> pa.Table:
+    """Location rows as Arrow columns (all but `split`); with `shard`, the columns naming it
+    and its members are added. Arrow, not a dict per sample: at 100k samples the dicts held
+    ~200 MB in the pack parent until the metadata was written."""
+    naming: dict[str, list] = {}
+    if shard is not None:
+        keys = [row["key"] for row in rows]
+        naming = {"shard": [shard.name] * len(rows), "audio_filename": [f"{k}.flac" for k in keys],
+                  "midi_filename": [f"{k}.mid" for k in keys]}
+        naming["shard_path"] = naming["audio_shard"] = naming["midi_shard"] = \
+            [shard.path] * len(rows)
+    return pa.table({name: column(naming[name] if name in naming else
+                                  [row[name] for row in rows], typ)
+                     for name, typ in LOCATION_COLUMNS.items() if name != "split"})
 
 
 def write_parquet(table: pa.Table, final: Path) -> None:
@@ -98,10 +91,10 @@ def write_parquet(table: pa.Table, final: Path) -> None:
         pq.write_table(table, temp, row_group_size=ROW_GROUP_SIZE, **PARQUET_OPTIONS)
 
 
-def write_metadata(dataset: SourceDataset, out: Path, locations: dict[str, Locations]) -> None:
+def write_metadata(dataset: SourceDataset, out: Path, locations: dict[str, pa.Table]) -> None:
     samples_by_key = {s.key: s for s in dataset.samples}
     for split in SPLITS:
-        samples = [samples_by_key[key] for key in locations[split]["key"]]
+        samples = [samples_by_key[key] for key in locations[split].column("key").to_pylist()]
         write_parquet(metadata_table(dataset, split, samples, locations[split]),
                       out / metadata_path(split))
 
