@@ -3,6 +3,8 @@
 How it works:
 - A `ProcessPoolExecutor` (forked on Linux, so workers keep the parent's imports) runs
   `tar.write_shard` per shard; results come back in completion order, the caller records them.
+  Tasks are submitted two per worker at a time, as workers free up: each carries its shard's
+  label records, and holding every task at once cost ~1 copy of the label table (100k samples).
 - Workers ignore SIGINT: Ctrl-C in a terminal reaches the whole process group, and only the
   parent should act on it. They are started with SIGINT blocked, so no worker sees it before it
   is ignored. The parent then sets a shared `stop` event; each worker checks it between two
@@ -18,8 +20,8 @@ import multiprocessing
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 
@@ -27,40 +29,54 @@ from ..errors import PackError
 from .tar import ShardResult, ShardTask, write_shard
 
 PROGRESS_INTERVAL_S = 0.25
+IN_FLIGHT = 2  # tasks submitted per worker: one running, one queued
 
 
-def run_pool(tasks: list[ShardTask], workers: int,
+def run_pool(tasks: Iterable[ShardTask], workers: int,
              progress: Callable[[int, int], None]) -> Iterator[ShardResult]:
     """Write shards in worker processes, yielding each result as it is done.
 
+    Tasks are taken from `tasks` as workers free up (at most IN_FLIGHT per worker are
+    submitted), so the parent never holds every shard's label records at once.
     `progress(samples, bytes)` gets the running totals of all workers. On any exit (an
     error, Ctrl-C, the caller closing the generator) the workers stop between two samples.
     """
     # fork keeps the parent's imports (pyarrow, soundfile); elsewhere the platform default.
     ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
     samples, nbytes, stop = ctx.Value("q", 0), ctx.Value("q", 0), ctx.Event()
-    executor = ProcessPoolExecutor(min(workers, len(tasks)), mp_context=ctx,
+    executor = ProcessPoolExecutor(workers, mp_context=ctx,
                                    initializer=_init_worker, initargs=(samples, nbytes, stop))
-    futures: list[Future] = []
+    todo = iter(tasks)
+    pending: set[Future] = set()
     finished = threading.Event()
     poller = threading.Thread(target=_follow, args=(progress, samples, nbytes, finished),
                               daemon=True)
-    try:
+
+    def submit_more() -> None:
         with _sigint_blocked():  # workers start with Ctrl-C blocked, then ignore it
-            futures = [executor.submit(_pool_write, task) for task in tasks]
+            while len(pending) < workers * IN_FLIGHT and (task := next(todo, None)):
+                pending.add(executor.submit(_pool_write, task))
+
+    try:
+        submit_more()
         poller.start()
-        for future in as_completed(futures):
-            try:
-                result = future.result()
-            except BrokenProcessPool as exc:
-                raise PackError(
-                    "a pack worker process died (killed, or out of memory?); finished shards "
-                    "are kept: rerun with --resume, with fewer --workers if memory is short"
-                ) from exc
-            yield result
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                pending.discard(future)
+                try:
+                    result = future.result()
+                except BrokenProcessPool as exc:
+                    raise PackError(
+                        "a pack worker process died (killed, or out of memory?); finished "
+                        "shards are kept: rerun with --resume, with fewer --workers if memory "
+                        "is short"
+                    ) from exc
+                yield result
+            submit_more()
     finally:
         stop.set()
-        for future in futures:
+        for future in pending:
             future.cancel()
         executor.shutdown(wait=True, cancel_futures=True)
         finished.set()

@@ -231,25 +231,27 @@ def _write_shard_layout(
 ) -> Written:
     """Write the shards not finished yet, recording each; then the wids indexes."""
     todo = [s for s in plan.shards if s.name not in finished]
-    tasks = [
+    # Built as they are handed out: each holds a copy of its shard's label records.
+    tasks = (
         ShardTask(split=s.split, name=s.name, path=s.path, samples=s.samples,
                   records=dataset.label_rows(s.samples), source_root=str(dataset.root),
                   out_root=str(out))
         for s in todo
-    ]
+    )
     # Each result's rows become Arrow columns as it arrives, and are dropped from the result.
     located = {name: location_table(r.rows, r) for name, r in finished.items()}
     samples = {name: len(r.rows) for name, r in finished.items()}
     results = {name: replace(r, rows=()) for name, r in finished.items()}
     tracker = _Tracker([x for s in todo for x in s.samples], progress)
-    if ray is not False and tasks:
+    if ray is not False and todo:
         from .ray_pool import run_ray
 
-        done: Iterator[ShardResult] = run_ray(tasks, None if ray is True else ray, tracker.add)
-    elif workers <= 1 or len(tasks) <= 1:
+        done: Iterator[ShardResult] = run_ray(list(tasks), None if ray is True else ray,
+                                              tracker.add)
+    elif workers <= 1 or len(todo) <= 1:
         done = (write_shard(t, tracker.add) for t in tasks)
     else:
-        done = run_pool(tasks, workers, tracker.set)
+        done = run_pool(tasks, min(workers, len(todo)), tracker.set)
     for result in done:
         states.record(result)
         located[result.name] = location_table(result.rows, result)
