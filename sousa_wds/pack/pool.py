@@ -58,22 +58,20 @@ def run_pool(tasks: Iterable[ShardTask], workers: int,
                 pending.add(executor.submit(_pool_write, task))
 
     try:
-        submit_more()
         poller.start()
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                pending.discard(future)
-                try:
-                    result = future.result()
-                except BrokenProcessPool as exc:
-                    raise PackError(
-                        "a pack worker process died (killed, or out of memory?); finished "
-                        "shards are kept: rerun with --resume, with fewer --workers if memory "
-                        "is short"
-                    ) from exc
-                yield result
+        try:
             submit_more()
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    pending.discard(future)
+                    yield future.result()
+                submit_more()
+        except BrokenProcessPool as exc:  # from a result, or from submitting to a dead pool
+            raise PackError(
+                "a pack worker process died (killed, or out of memory?); finished shards are "
+                "kept: rerun with --resume, with fewer --workers if memory is short"
+            ) from exc
     finally:
         stop.set()
         for future in pending:
