@@ -34,8 +34,6 @@ TAR_USER = "sousa"
 TAR_GROUP = "sousa"
 TAR_MODE = 0o444
 TAR_BLOCK = 512  # tar stores everything in 512-byte blocks
-
-
 TAR_RECORD = 20 * TAR_BLOCK  # tarfile ends an archive on a multiple of this
 
 
