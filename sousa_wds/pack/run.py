@@ -240,7 +240,6 @@ def _write_shard_layout(
     )
     # Each result's rows become Arrow columns as it arrives, and are dropped from the result.
     located = {name: location_table(r.rows, r) for name, r in finished.items()}
-    samples = {name: len(r.rows) for name, r in finished.items()}
     results = {name: replace(r, rows=()) for name, r in finished.items()}
     tracker = _Tracker([x for s in todo for x in s.samples], progress)
     if ray is not False and todo:
@@ -255,10 +254,9 @@ def _write_shard_layout(
     for result in done:
         states.record(result)
         located[result.name] = location_table(result.rows, result)
-        samples[result.name] = len(result.rows)
         results[result.name] = replace(result, rows=())
     by_split = {split: [results[s.name] for s in plan.split_shards(split)] for split in SPLITS}
-    write_indexes(out, by_split, samples)
+    write_indexes(out, by_split, {name: table.num_rows for name, table in located.items()})
     rows = {split: pa.concat_tables([located[r.name] for r in by_split[split]])
             if by_split[split] else location_table([]) for split in SPLITS}
     media: dict[str, str | None] = {r.path: r.sha256 for r in results.values()}
