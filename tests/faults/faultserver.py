@@ -61,12 +61,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         owner = self.server.owner
         rel = unquote(urlsplit(self.path).path).lstrip("/")
         rng = self.headers.get("Range")
-        fault = owner._take(rel)
+        fault, generation = owner._begin(rel)
         status, sent = 0, 0
         try:
             status, sent = self._answer(owner, rel, rng, fault)
         finally:
-            owner._record(Request(rel, rng, status, sent, fault.kind if fault else None))
+            owner._record(generation,
+                          Request(rel, rng, status, sent, fault.kind if fault else None))
 
     def _answer(self, owner: FaultServer, rel: str, rng: str | None,
                 fault: Fault | None) -> tuple[int, int]:
@@ -139,7 +140,9 @@ class FaultServer:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).resolve()
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
+        self._generation = 0  # bumped by clear(): a handler of an earlier test records nothing
+        self._in_flight = 0  # requests of this generation answered but not yet recorded
         self._faults: list[tuple[str, Fault]] = []
         self._requests: list[Request] = []
         self._stop = threading.Event()
@@ -173,22 +176,36 @@ class FaultServer:
 
     @property
     def requests(self) -> list[Request]:
+        """The requests since `clear`, once every request already received has been recorded.
+
+        The client can see a whole response before the handler thread records it; waiting here
+        keeps a count read right after the client returns from racing that thread.
+        """
         with self._lock:
+            self._lock.wait_for(lambda: self._in_flight == 0, timeout=10)
             return list(self._requests)
 
     def clear(self) -> None:
         with self._lock:
+            self._generation += 1
+            self._in_flight = 0
             self._requests.clear()
             self._faults.clear()
 
-    def _take(self, path: str) -> Fault | None:
+    def _begin(self, path: str) -> tuple[Fault | None, int]:
+        """Count the request in flight and take the first fault queued for its path."""
         with self._lock:
+            self._in_flight += 1
             for i, (prefix, fault) in enumerate(self._faults):
                 if path.startswith(prefix):
                     del self._faults[i]
-                    return fault
-        return None
+                    return fault, self._generation
+        return None, self._generation
 
-    def _record(self, request: Request) -> None:
+    def _record(self, generation: int, request: Request) -> None:
         with self._lock:
+            if generation != self._generation:
+                return
             self._requests.append(request)
+            self._in_flight -= 1
+            self._lock.notify_all()
