@@ -8,6 +8,8 @@ How it works:
   Python that holds the GIL between them, and two threads measured no faster than one.
 - Workers ignore Ctrl-C, which the terminal sends to the whole process group: the parent gets
   the KeyboardInterrupt, and since workers only read, stopping them loses nothing.
+- A worker that dies (killed, out of memory, a crash in a C library on a hostile file) raises
+  the caller's named error, not a raw `BrokenProcessPool`.
 """
 
 from __future__ import annotations
@@ -17,12 +19,18 @@ import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
+
+from .errors import SousaWdsError
 
 
 @contextmanager
-def process_map(workers: int) -> Iterator[Callable[..., Iterable]]:
-    """`map` over `workers` forked processes, or in this process when that is not worth it."""
+def process_map(workers: int, died: SousaWdsError) -> Iterator[Callable[..., Iterable]]:
+    """`map` over `workers` forked processes, or in this process when that is not worth it.
+
+    `died` is raised (from the `BrokenProcessPool`) if a worker process dies.
+    """
     if workers <= 1 or sys.platform != "linux":
         yield map
         return
@@ -30,6 +38,8 @@ def process_map(workers: int) -> Iterator[Callable[..., Iterable]]:
                                initializer=_ignore_sigint)
     try:
         yield pool.map
+    except BrokenProcessPool as exc:
+        raise died from exc
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 from pathlib import Path
 
@@ -208,3 +209,23 @@ def test_verify_cli_exit_codes(packed: Path, packed_copy: Path,
     (packed_copy / "data/train-00000.tar").unlink()
     assert main(["verify", str(packed_copy), "--quiet"]) == 1
     assert "data/train-00000.tar: missing" in capsys.readouterr().out
+
+
+def test_a_verify_process_that_dies_is_a_named_error(packed: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run worker killed (OOM killer, a kill -9) is one VerifyError naming the folder, not a
+    BrokenProcessPool traceback, and the CLI prints it as one line."""
+    parent = os.getpid()
+    real = shards.run_matches
+
+    def die_in_worker(path: Path, run: shards.PinnedRun) -> bool:
+        if os.getpid() != parent:
+            os.kill(os.getpid(), 9)
+        return real(path, run)
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(folder, "run_matches", die_in_worker)
+    with pytest.raises(VerifyError, match=f"verify process died while reading the shards of "
+                                          f"{packed}"):
+        verify(packed, deep=True)
+    assert main(["verify", str(packed), "--deep"]) == 1

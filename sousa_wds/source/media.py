@@ -26,7 +26,7 @@ from pathlib import PurePosixPath
 
 import soundfile
 
-from ..errors import Problems
+from ..errors import DatasetError, Problems
 from ..parallel import process_map
 from .checks import inside
 
@@ -92,7 +92,10 @@ def probe_media(
     tasks = [(rel, True) for rel in dict.fromkeys(audio)]
     tasks += [(rel, False) for rel in dict.fromkeys(midi) if rel is not None]
     batches = [tasks[i:i + PROBE_BATCH] for i in range(0, len(tasks), PROBE_BATCH)]
-    with process_map(min(os.cpu_count() or 1, len(batches))) as run_all:
+    died = DatasetError(f"a process checking the media files of {root} died (killed, out of "
+                        "memory, or libsndfile crashed on a damaged file); run `sousa-wds "
+                        "check` again")
+    with process_map(min(os.cpu_count() or 1, len(batches)), died) as run_all:
         for batch, results in zip(batches, run_all(probe.check_all, batches)):
             for (rel, _), (result, kind, item) in zip(batch, results):
                 report.files[rel] = result

@@ -202,7 +202,9 @@ def _shard_problems(root: Path, jobs: list[tuple[FileEntry, list[dict]]], *, dee
     runs = [(i, run) for i, plan in enumerate(plans) if plan for run in plan]
     results: list[list[str]] = [[] for _ in jobs]
     done = 0
-    with process_map(min(workers, len(runs) + len(jobs))) as run_all:
+    died = VerifyError(f"a verify process died while reading the shards of {root} (killed or "
+                       "out of memory); run verify again")
+    with process_map(min(workers, len(runs) + len(jobs)), died) as run_all:
         matched = [plan is not None for plan in plans]
         left = Counter(i for i, _ in runs)
         for (i, _), same in zip(runs, run_all(_run_job, [(root / jobs[i][0].path, run)

@@ -235,12 +235,34 @@ def test_media_problems_are_the_same_whatever_the_worker_count(
     forked: list[int] = []
     real = media.process_map
 
-    def counted(workers: int):
+    def counted(workers: int, died: DatasetError):
         forked.append(workers)
-        return real(workers)
+        return real(workers, died)
 
     monkeypatch.setattr(media, "process_map", counted)
     assert _error(dataset_copy) == alone
     assert forked == [2]
     assert "FLAC files that are incomplete or damaged (2)" in alone
     assert "MIDI files that do not exist (1)" in alone
+
+
+def test_a_media_check_process_that_dies_is_a_named_error(
+        dataset_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker killed mid-check (OOM killer, a libsndfile crash on a hostile FLAC) is one
+    DatasetError naming the folder, not a BrokenProcessPool traceback."""
+    from sousa_wds.source import media
+
+    parent = os.getpid()
+    real = media._Probe.check_all
+
+    def die_in_worker(self, tasks):
+        if os.getpid() != parent:
+            os.kill(os.getpid(), 9)
+        return real(self, tasks)
+
+    monkeypatch.setattr(media, "PROBE_BATCH", 3)
+    monkeypatch.setattr(media.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(media._Probe, "check_all", die_in_worker)
+    with pytest.raises(DatasetError, match=f"checking the media files of {dataset_copy} died"):
+        read_dataset(dataset_copy)
+    assert main(["check", str(dataset_copy)]) == 1
