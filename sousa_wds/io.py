@@ -84,8 +84,11 @@ def write_bytes_atomic(final: Path, data: bytes) -> None:
         fh.write(data)
 
 
-def write_json_atomic(final: Path, data: object) -> None:
-    write_bytes_atomic(final, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+def write_json_atomic(final: Path, data: object, *, compact: bool = False) -> None:
+    """`compact` for files only we read back: json's C encoder runs only without indent."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":")) if compact else \
+        json.dumps(data, indent=2, sort_keys=True)
+    write_bytes_atomic(final, (text + "\n").encode())
 
 
 def stream_sha256(fh: BinaryIO) -> str:
