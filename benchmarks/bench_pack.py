@@ -17,11 +17,12 @@ What it does, in one run:
   costs); Python `tarfile` adding the same two folders; `sousa-wds pack` with 1 and 2 workers
   (2 = the default on this 2-core machine), and with 2 workers and 250 MB shards (enough
   shards to keep both workers busy, as at full scale); pack of the quarter-size dataset (N vs 4N
-  samples: memory flatness, and the CPU per GB once start-up is paid); and the Parquet path the SOUSA project uses today: `datasets`
-  with an `Audio(decode=False)` column, sharded and embedded exactly as `push_to_hub` does it
-  (`_estimate_nbytes`, 500 MB shards, `embed_table_storage` via `map(keep_in_memory=True)`,
-  `to_parquet`), written to local files instead of uploaded. It embeds the FLAC bytes and the
-  label columns; MIDI is not embedded (about 1% of the bytes), so it does slightly less work.
+  samples: memory flatness, and the CPU per GB once start-up is paid); and the Parquet path
+  the SOUSA project uses today: `datasets` with an `Audio(decode=False)` column, sharded and
+  embedded exactly as `push_to_hub` does it (`_estimate_nbytes`, 500 MB shards,
+  `embed_table_storage` via `map(keep_in_memory=True)`, `to_parquet`), written to local
+  files instead of uploaded. It embeds the FLAC bytes and the label columns; MIDI is not
+  embedded (about 1% of the bytes), so it does slightly less work.
 - Peak RSS: each command runs under GNU `time -f %M` (the kernel's maximum over the process and
   its waited-for descendants, via wait4), and a thread polls `/proc/<pid>/status` (VmHWM) of
   the process and every descendant every 20 ms, to tell the parent from the workers. Peak RSS

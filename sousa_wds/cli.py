@@ -43,7 +43,7 @@ def _lean_arrow_pool() -> None:
     Set through `ARROW_DEFAULT_MEMORY_POOL` before pyarrow loads: that is the pool Arrow's C++
     code (the Parquet reader and writer) allocates from, while `pa.set_memory_pool` reaches
     only pyarrow's own calls. The wheels' default (mimalloc) keeps what it frees: the pack
-    parent at 2 GB peaked at 237-249 MB with it, 174-176 MB this way. Only when the process is
+    parent at 2 GB peaked at 237-260 MB with it, 173-180 MB this way. Only when the process is
     the command itself (the pool is process-wide), on Linux (whose wheels have jemalloc), and
     unless the environment already chose a pool.
     """
