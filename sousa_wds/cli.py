@@ -44,10 +44,11 @@ def _lean_arrow_pool() -> None:
     code (the Parquet reader and writer) allocates from, while `pa.set_memory_pool` reaches
     only pyarrow's own calls. The wheels' default (mimalloc) keeps what it frees: the pack
     parent at 2 GB peaked at 237-260 MB with it, 173-180 MB this way. Only when the process is
-    the command itself (the pool is process-wide), on Linux (whose wheels have jemalloc), and
-    unless the environment already chose a pool.
+    the command itself (the pool is process-wide), on x86-64 Linux (whose wheels have jemalloc;
+    a pool Arrow lacks is a warning on stderr), and unless the environment chose a pool.
     """
-    if not _OWN_PROCESS or sys.platform != "linux" or "pyarrow" in sys.modules:
+    if (not _OWN_PROCESS or sys.platform != "linux" or os.uname().machine != "x86_64"
+            or "pyarrow" in sys.modules):
         return
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
     import pyarrow as pa

@@ -5,6 +5,7 @@ Speed itself is measured in benchmarks/bench_startup.py; these tests pin the cau
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -87,7 +88,8 @@ def test_repeated_label_rows_with_null_index_are_found() -> None:
     assert keys.repeated() == ["a index None", "b index 1"]
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="the pool is chosen on Linux only")
+@pytest.mark.skipif(sys.platform != "linux" or os.uname().machine != "x86_64",
+                    reason="the pool is chosen on x86-64 Linux only")
 def test_check_and_pack_give_arrow_a_pool_that_hands_memory_back(example_dataset: Path,
                                                                   tmp_path: Path) -> None:
     """The command itself picks jemalloc for all of Arrow, C++ included (the Parquet writer
