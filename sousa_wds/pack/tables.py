@@ -53,11 +53,6 @@ def file_stamp(path: Path) -> FileStamp:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-# Location columns that name the shard and the members: derived, not in the shard's rows.
-_NAMING_COLUMNS = ("shard", "shard_path", "audio_shard", "audio_filename", "midi_shard",
-                   "midi_filename")
-
-
 def metadata_table(
     dataset: SourceDataset, split: str, samples: Sequence[SourceSample], locations: pa.Table,
 ) -> pa.Table:
@@ -72,8 +67,8 @@ def metadata_table(
 
 def location_table(rows: Sequence[dict], shard: ShardResult | None = None) -> pa.Table:
     """Location rows as Arrow columns (all but `split`); with `shard`, the columns naming it
-    and its members are added. Arrow, not a dict per sample: at 100k samples the dicts held
-    ~200 MB in the pack parent until the metadata was written."""
+    and its members are added. Arrow, not a dict per sample kept until the metadata is
+    written (with the tasks handed out as workers free up: pack at 100k, 643 -> 484 MB)."""
     naming: dict[str, list] = {}
     if shard is not None:
         keys = [row["key"] for row in rows]
