@@ -155,17 +155,21 @@ def test_ctrl_c_stops_workers_cleanly_and_resume_is_byte_identical(
         start_new_session=True,  # its own process group, as a terminal's foreground job
     )
     deadline = time.monotonic() + 60
-    while len(list((out / ".sousa-wds-pack" / "shards").glob("*.json"))) < 3:
+    while not list((out / ".sousa-wds-pack" / "shards").glob("*.json")):
         assert proc.poll() is None, "pack finished before it could be interrupted"
         assert time.monotonic() < deadline
         time.sleep(0.002)
+    # Frozen first, so a loaded machine cannot let the pack finish before the Ctrl-C lands.
+    os.killpg(proc.pid, signal.SIGSTOP)
+    assert proc.poll() is None and not (out / MANIFEST).exists()
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: parent and workers get SIGINT
+    os.killpg(proc.pid, signal.SIGCONT)
     _, err = proc.communicate(timeout=60)  # a hang fails here
     assert proc.returncode == 130, err
     assert len(err.strip().splitlines()) == 1 and "--resume" in err, err
     assert not list(out.rglob("*.partial")) and not (out / MANIFEST).exists()
     summary = pack(example_dataset, out, max_samples_per_shard=1, workers=2, resume=True)
-    assert summary.reused_shards >= 3
+    assert summary.reused_shards >= 1
     assert _tree(out) == _tree(reference)
 
 
