@@ -10,26 +10,33 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..arrays import int_array, int_scalar
 from ..defaults import DEFAULT_SEED
 from ..errors import PackError
 from ..format import SPLITS, TAR_BLOCK, PackOptions, shard_name, shard_path, tar_padded
-
-if TYPE_CHECKING:
-    from ..source import SourceSample
+from ..source import SampleTable, SourceSample
 
 # One ustar header per member plus the JSON record, whose exact size is known only when written.
 JSON_ESTIMATE = 2048
 DEFAULT_SHARD_SIZE = 1_000_000_000  # Hub guidance for WebDataset: ~1 GB shards.
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ShardPlan:
     split: str
     index: int
-    samples: tuple[SourceSample, ...]
+    positions: pa.Array  # where its samples are in `source`, in shard order
+    source: SampleTable = field(repr=False)
+
+    @property
+    def samples(self) -> SampleTable:
+        """Taken when asked: a plan of 100k samples holds positions, not a copy of each."""
+        return self.source.take(self.positions)
 
     @property
     def name(self) -> str:
@@ -53,7 +60,7 @@ class PackPlan:
 
     @property
     def num_samples(self) -> int:
-        return sum(len(s.samples) for s in self.shards)
+        return sum(len(s.positions) for s in self.shards)
 
     def options(self, layout: str) -> PackOptions:
         """What the output depends on besides the input: recorded in the state and manifest."""
@@ -62,29 +69,30 @@ class PackPlan:
                            order=self.order)
 
 
-def estimate_sample_bytes(sample: SourceSample) -> int:
-    return (
-        3 * TAR_BLOCK
-        + tar_padded(sample.audio_bytes)
-        + tar_padded(sample.midi_bytes)
-        + JSON_ESTIMATE
-    )
+def estimate_sample_bytes(audio_bytes: int, midi_bytes: int) -> int:
+    return 3 * TAR_BLOCK + tar_padded(audio_bytes) + tar_padded(midi_bytes) + JSON_ESTIMATE
 
 
-def order_split(
-    samples: Sequence[SourceSample], split: str, seed: int, order: str
-) -> list[SourceSample]:
-    """Seeded shuffle, so each shard mixes rudiments, tiers and players; or sample_id order."""
-    ordered = sorted(samples, key=lambda s: s.key)
+def order_positions(samples: SampleTable, split: str, seed: int, order: str) -> pa.Array:
+    """Where `split`'s samples are in `samples`, in pack order: a seeded shuffle of sample_id
+    order, so each shard mixes rudiments, tiers and players; or sample_id order."""
+    code = int_scalar(SPLITS.index(split), pa.int8())
+    positions = pc.indices_nonzero(pc.equal(samples.column("split"), code))
+    ordered = pc.sort_indices(pc.take(samples.column("key"), positions)).to_pylist()
     if order == "shuffle":
         random.Random(f"sousa-wds:{seed}:{split}").shuffle(ordered)
     elif order != "sorted":
         raise PackError(f"unknown order {order!r}: use 'shuffle' or 'sorted'")
-    return ordered
+    return pc.take(positions, int_array(ordered))
+
+
+def order_split(samples: SampleTable, split: str, seed: int, order: str) -> SampleTable:
+    """`split`'s samples in pack order (`order_positions`)."""
+    return samples.take(order_positions(samples, split, seed, order))
 
 
 def plan_shards(
-    samples: Sequence[SourceSample],
+    samples: SampleTable | Sequence[SourceSample],
     *,
     shard_size: int = DEFAULT_SHARD_SIZE,
     max_samples_per_shard: int | None = None,
@@ -94,23 +102,24 @@ def plan_shards(
     """Cut each split's ordered samples into consecutive shards of about `shard_size` bytes."""
     if max_samples_per_shard is not None and max_samples_per_shard < 1:
         raise PackError("--max-samples-per-shard must be at least 1")
+    samples = SampleTable.of(samples)
     shards: list[ShardPlan] = []
     for split in SPLITS:
-        current: list[SourceSample] = []
-        current_bytes = 0
-        index = 0
-        for sample in order_split([s for s in samples if s.split == split], split, seed, order):
-            size = estimate_sample_bytes(sample)
-            full = current and (
+        positions = order_positions(samples, split, seed, order)
+        sizes = map(estimate_sample_bytes,
+                    pc.take(samples.column("audio_bytes"), positions).to_pylist(),
+                    pc.take(samples.column("midi_bytes"), positions).to_pylist())
+        start = current_bytes = index = 0
+        for end, size in enumerate(sizes):
+            count = end - start
+            full = count and (
                 current_bytes + size > shard_size
-                or (max_samples_per_shard is not None and len(current) >= max_samples_per_shard)
+                or (max_samples_per_shard is not None and count >= max_samples_per_shard)
             )
             if full:
-                shards.append(ShardPlan(split, index, tuple(current)))
-                index += 1
-                current, current_bytes = [], 0
-            current.append(sample)
+                shards.append(ShardPlan(split, index, positions[start:end], samples))
+                start, current_bytes, index = end, 0, index + 1
             current_bytes += size
-        if current:
-            shards.append(ShardPlan(split, index, tuple(current)))
+        if start < len(positions):
+            shards.append(ShardPlan(split, index, positions[start:], samples))
     return PackPlan(tuple(shards), shard_size, max_samples_per_shard, seed, order)

@@ -3,8 +3,10 @@
 How it works:
 - A `ProcessPoolExecutor` (forked on Linux, so workers keep the parent's imports) runs
   `tar.write_shard` per shard; results come back in completion order, the caller records them.
-  Tasks are submitted two per worker at a time, as workers free up: each carries its shard's
-  label records, and holding every task at once cost ~1 copy of the label table (100k samples).
+  Tasks are submitted as workers free up, one per worker and one queued: each carries its
+  shard's samples and label records, and holding every task at once cost ~1 copy of the label
+  table (100k samples); a second queued task per worker cost ~27 MB more of the parent's peak
+  at 11k samples per shard, for a worker that waits only if two finish at the same moment.
 - Workers ignore SIGINT: Ctrl-C in a terminal reaches the whole process group, and only the
   parent should act on it. They are started with SIGINT blocked, so no worker sees it before it
   is ignored. The parent then sets a shared `stop` event; each worker checks it between two
@@ -29,14 +31,14 @@ from ..errors import PackError
 from .tar import ShardResult, ShardTask, write_shard
 
 PROGRESS_INTERVAL_S = 0.25
-IN_FLIGHT = 2  # tasks submitted per worker: one running, one queued
+QUEUED = 1  # tasks submitted beyond one per worker
 
 
 def run_pool(tasks: Iterable[ShardTask], workers: int,
              progress: Callable[[int, int], None]) -> Iterator[ShardResult]:
     """Write shards in worker processes, yielding each result as it is done.
 
-    Tasks are taken from `tasks` as workers free up (at most IN_FLIGHT per worker are
+    Tasks are taken from `tasks` as workers free up (at most `workers + QUEUED` are
     submitted), so the parent never holds every shard's label records at once.
     `progress(samples, bytes)` gets the running totals of all workers. On any exit (an
     error, Ctrl-C, the caller closing the generator) the workers stop between two samples.
@@ -54,7 +56,7 @@ def run_pool(tasks: Iterable[ShardTask], workers: int,
 
     def submit_more() -> None:
         with _sigint_blocked():  # workers start with Ctrl-C blocked, then ignore it
-            while len(pending) < workers * IN_FLIGHT and (task := next(todo, None)):
+            while len(pending) < workers + QUEUED and (task := next(todo, None)):
                 pending.add(executor.submit(_pool_write, task))
 
     try:

@@ -46,8 +46,7 @@ def run_ray(tasks: list[ShardTask], address: str | None,
             for ref in done:
                 task = pending.pop(ref)
                 yield _result(ray, ref, task)  # recorded by the caller before progress runs
-                progress(len(task.samples), sum(s.audio_bytes + s.midi_bytes
-                                                for s in task.samples))
+                progress(len(task.samples), task.samples.media_bytes())
     finally:
         for ref in pending:
             ray.cancel(ref)

@@ -25,12 +25,9 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..card import DEFAULT_REPO_ID, render_card
 from ..errors import PackError
@@ -46,14 +43,28 @@ from ..format import (
 )
 from ..io import write_bytes_atomic
 from ..preview import write_preview
-from ..source import SourceDataset, SourceSample, read_dataset
+from ..source import SampleTable, SourceDataset, read_dataset
 from .folder import check_apart, check_utf8, prepare_out
 from .indexes import build_manifest, write_indexes, write_manifest
 from .loose import check_loose_limits, write_loose
-from .plan import DEFAULT_SEED, DEFAULT_SHARD_SIZE, PackPlan, order_split, plan_shards
+from .plan import (
+    DEFAULT_SEED,
+    DEFAULT_SHARD_SIZE,
+    PackPlan,
+    ShardPlan,
+    order_split,
+    plan_shards,
+)
 from .pool import run_pool
 from .state import PackState, StateDir, out_lock
-from .tables import file_stamp, location_table, write_label_tables, write_metadata
+from .tables import (
+    MetadataPart,
+    file_stamp,
+    location_table,
+    member_bytes,
+    write_label_tables,
+    write_metadata,
+)
 from .tar import ShardResult, ShardTask, write_shard
 
 log = logging.getLogger(__name__)
@@ -134,30 +145,23 @@ def pack(
     with out_lock(out):
         states = StateDir(out)
         finished = prepare_out(out, state, plan, states, resume=resume, overwrite=overwrite)
+        reused = len(finished)
         if no_sharding:
-            rows, media, shard_counts = _write_loose_layout(dataset, plan, out, progress)
+            written = _write_loose_layout(dataset, plan, out, progress)
         else:
-            rows, media, shard_counts = _write_shard_layout(
+            written = _write_shard_layout(
                 dataset, plan, out, states, finished, workers or os.cpu_count() or 1, progress,
                 ray)
-        splits = {split: SplitCounts(samples=rows[split].num_rows,
-                                     shards=shard_counts[split], bytes=_member_bytes(rows[split]))
-                  for split in SPLITS}
-        write_metadata(dataset, out, rows)
+        write_metadata(dataset, out, written.parts)
         write_label_tables(dataset, out, stamps)
-        files = _write_card_and_manifest(dataset, out, state, splits, media,
+        files = _write_card_and_manifest(dataset, out, state, written.splits, written.media,
                                          repo_id=repo_id, license=license)
         shutil.rmtree(states.root)
     return PackSummary(
-        out=out, samples=plan.num_samples, shards=sum(shard_counts.values()),
+        out=out, samples=plan.num_samples, shards=sum(c.shards for c in written.splits.values()),
         files=len(files) + 1, bytes=sum(f.bytes for f in files),
-        seconds=time.perf_counter() - started, reused_shards=len(finished),
+        seconds=time.perf_counter() - started, reused_shards=reused,
     )
-
-
-def _member_bytes(locations: pa.Table) -> int:
-    return sum(pc.sum(locations.column(name)).as_py() or 0
-               for name in ("flac_size", "mid_size", "json_size"))
 
 
 def _write_card_and_manifest(
@@ -189,10 +193,11 @@ def _write_card_and_manifest(
 class _Tracker:
     """Counts samples and bytes done and hands snapshots to the caller's callback."""
 
-    def __init__(self, samples: Sequence[SourceSample], callback: ProgressCallback | None):
+    def __init__(self, parts: Iterable[SampleTable], callback: ProgressCallback | None):
+        parts = list(parts)
         self._callback = callback
-        self._total = len(samples)
-        self._total_bytes = sum(s.audio_bytes + s.midi_bytes for s in samples)
+        self._total = sum(map(len, parts))
+        self._total_bytes = sum(part.media_bytes() for part in parts)
         self._lock = threading.Lock()
         self.samples = self.bytes = 0
         self.set(0, 0)
@@ -207,21 +212,29 @@ class _Tracker:
                 self._callback(PackProgress(samples, self._total, nbytes, self._total_bytes))
 
 
-# Per split: locations; then every media file with its sha256 if known; shards per split.
-Written = tuple[dict[str, pa.Table], dict[str, str | None], dict[str, int]]
+@dataclass(frozen=True)
+class Written:
+    """Per split: its metadata parts (each shard's samples and location rows, in shard
+    order) and counts; then every media file written, with its sha256 if known."""
+
+    parts: dict[str, Iterable[MetadataPart]]
+    splits: dict[str, SplitCounts]
+    media: dict[str, str | None]
 
 
 def _write_loose_layout(dataset: SourceDataset, plan: PackPlan, out: Path,
                         progress: ProgressCallback | None) -> Written:
-    tracker = _Tracker(dataset.samples, progress)
-    rows = {split: write_loose(order_split(dataset.split(split), split, plan.seed, plan.order),
-                               dataset.root, out, tracker.add)
-            for split in SPLITS}
-    media: dict[str, str | None] = {r[name]: None for split_rows in rows.values()
-                                    for r in split_rows
-                                    for name in ("audio_filename", "midi_filename")}
-    return ({split: location_table(split_rows) for split, split_rows in rows.items()}, media,
-            dict.fromkeys(SPLITS, 0))
+    tracker = _Tracker([dataset.samples], progress)
+    parts: dict[str, Iterable[MetadataPart]] = {}
+    splits: dict[str, SplitCounts] = {}
+    media: dict[str, str | None] = {}
+    for split in SPLITS:
+        samples = order_split(dataset.samples, split, plan.seed, plan.order)
+        rows = write_loose(samples, dataset.root, out, tracker.add)
+        parts[split] = [(samples, location_table(rows))]
+        splits[split] = SplitCounts(samples=len(rows), shards=0, bytes=member_bytes(rows))
+        media.update((r[name], None) for r in rows for name in ("audio_filename", "midi_filename"))
+    return Written(parts, splits, media)
 
 
 def _write_shard_layout(
@@ -229,19 +242,26 @@ def _write_shard_layout(
     finished: dict[str, ShardResult], workers: int, progress: ProgressCallback | None,
     ray: bool | str = False,
 ) -> Written:
-    """Write the shards not finished yet, recording each; then the wids indexes."""
+    """Write the shards not finished yet, recording each; then the wids indexes.
+
+    A result's location rows are recorded in the state folder and dropped: the metadata is
+    written from those records shard by shard, so the rows of 100k samples never sit here.
+    `finished` (resumed shards' results) is emptied for the same reason.
+    """
     todo = [s for s in plan.shards if s.name not in finished]
-    # Built as they are handed out: each holds a copy of its shard's label records.
-    tasks = (
-        ShardTask(split=s.split, name=s.name, path=s.path, samples=s.samples,
-                  records=dataset.label_rows(s.samples), source_root=str(dataset.root),
-                  out_root=str(out))
-        for s in todo
-    )
-    # Each result's rows become Arrow columns as it arrives, and are dropped from the result.
-    located = {name: location_table(r.rows, r) for name, r in finished.items()}
+
+    def task(shard: ShardPlan) -> ShardTask:
+        samples = shard.samples
+        return ShardTask(split=shard.split, name=shard.name, path=shard.path, samples=samples,
+                         records=dataset.label_rows(samples), source_root=str(dataset.root),
+                         out_root=str(out))
+
+    # Built as they are handed out: each holds a copy of its shard's samples and labels.
+    tasks = map(task, todo)
+    shard_bytes = {name: member_bytes(r.rows) for name, r in finished.items()}
     results = {name: replace(r, rows=()) for name, r in finished.items()}
-    tracker = _Tracker([x for s in todo for x in s.samples], progress)
+    finished.clear()
+    tracker = _Tracker((s.samples for s in todo), progress)
     if ray is not False and todo:
         from .ray_pool import run_ray
 
@@ -253,11 +273,22 @@ def _write_shard_layout(
         done = run_pool(tasks, min(workers, len(todo)), tracker.set)
     for result in done:
         states.record(result)
-        located[result.name] = location_table(result.rows, result)
+        shard_bytes[result.name] = member_bytes(result.rows)
         results[result.name] = replace(result, rows=())
-    by_split = {split: [results[s.name] for s in plan.split_shards(split)] for split in SPLITS}
-    write_indexes(out, by_split, {name: table.num_rows for name, table in located.items()})
-    rows = {split: pa.concat_tables([located[r.name] for r in by_split[split]])
-            if by_split[split] else location_table([]) for split in SPLITS}
-    media: dict[str, str | None] = {r.path: r.sha256 for r in results.values()}
-    return rows, media, {split: len(by_split[split]) for split in SPLITS}
+    shards = {split: plan.split_shards(split) for split in SPLITS}
+    write_indexes(out, {split: [results[s.name] for s in shards[split]] for split in SPLITS},
+                  {s.name: len(s.positions) for s in plan.shards})
+
+    def parts(split: str) -> Iterator[MetadataPart]:
+        for shard in shards[split]:
+            result = states.load_record(shard.name)
+            yield shard.samples, location_table(result.rows, result)
+
+    return Written(
+        parts={split: parts(split) for split in SPLITS},
+        splits={split: SplitCounts(samples=sum(len(s.positions) for s in shards[split]),
+                                   shards=len(shards[split]),
+                                   bytes=sum(shard_bytes[s.name] for s in shards[split]))
+                for split in SPLITS},
+        media={r.path: r.sha256 for r in results.values()},
+    )

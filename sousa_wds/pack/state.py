@@ -24,7 +24,7 @@ from pathlib import Path
 from .. import __version__
 from ..errors import PackError, ResumeMismatch
 from ..format import FORMAT_VERSION, PackOptions
-from ..io import write_json_atomic
+from ..io import write_bytes_atomic, write_json_atomic
 from .plan import PackPlan
 from .tar import ShardResult
 
@@ -87,21 +87,34 @@ class StateDir:
         return PackState.from_json(_load_json(self.state_file), str(self.state_file))
 
     def record(self, result: ShardResult) -> None:
-        # One row per sample: compact JSON encodes 3x faster (11k rows: 0.33 -> 0.11 s).
-        write_json_atomic(self.shards / f"{result.name}.json", result.to_json(), compact=True)
+        """One row per sample, compact (json's C encoder: 3x faster, 11k rows 0.33 -> 0.11 s)
+        and a row at a time: the encoder holds every piece of a document before joining
+        them, a +30-45 MB spike for a shard of 11k rows."""
+        fields = {k: v for k, v in result.to_json().items() if k != "rows"}
+        head = json.dumps(fields, sort_keys=True, separators=(",", ":"))  # "{...}"
+        rows = ",".join(json.dumps(row, sort_keys=True, separators=(",", ":"))
+                        for row in result.rows)
+        text = f'{head[:-1]},"rows":[{rows}]}}\n'
+        write_bytes_atomic(self.shards / f"{result.name}.json", text.encode())
+
+    def load_record(self, name: str) -> ShardResult:
+        """The record of shard `name`, written by `record` in this run or a resumed one."""
+        path = self.shards / f"{name}.json"
+        try:
+            return ShardResult.from_json(_load_json(path))
+        except (KeyError, TypeError) as exc:
+            raise _damaged(path, exc) from exc
 
     def finished(self, plan: PackPlan, out: Path) -> dict[str, ShardResult]:
         """Records of finished shards that still match the plan, file and all."""
-        planned = {s.name: [x.key for x in s.samples] for s in plan.shards}
+        planned = {s.name: s for s in plan.shards}
         kept: dict[str, ShardResult] = {}
         for record in sorted(self.shards.glob("*.json")):
-            try:
-                result = ShardResult.from_json(_load_json(record))
-            except (KeyError, TypeError) as exc:
-                raise _damaged(record, exc) from exc
+            result = self.load_record(record.stem)
             shard = out / result.path
             if (
-                planned.get(result.name) == [row.get("key") for row in result.rows]
+                result.name in planned
+                and planned[result.name].samples.keys() == [row.get("key") for row in result.rows]
                 and shard.is_file()
                 and shard.stat().st_size == result.bytes
             ):

@@ -46,7 +46,7 @@ from ..format import (
     tar_padded,
 )
 from ..io import replace_durably, temp_sibling
-from ..source import SourceSample
+from ..source import SampleTable, SourceSample
 
 # progress(samples, bytes): called after each sample, in whichever process wrote it.
 Progress = Callable[[int, int], None]
@@ -61,7 +61,7 @@ class ShardTask:
     split: str
     name: str
     path: str
-    samples: tuple[SourceSample, ...]
+    samples: SampleTable  # its own copy (taken), so it pickles compactly to a worker
     records: pa.Table  # label rows, in sample order: compact to pickle to a worker
     source_root: str
     out_root: str
@@ -162,6 +162,7 @@ class _HashingWriter(io.RawIOBase):
 
 _datasync = getattr(os, "fdatasync", os.fsync)  # fdatasync is POSIX-only (not macOS/Windows)
 COPY_BUFSIZE = 64 << 20  # larger than any FLAC member: tarfile copies each in one piece
+RECORD_BATCH = 256  # label records made Python objects at a time (a shard can hold 10k+)
 
 
 def read_media(root: str | Path, rel: str, expected_bytes: int,
@@ -208,7 +209,8 @@ def write_shard(
             # The format and encoding `format.tar_framing` describes (tarfile's defaults).
             with tarfile.open(fileobj=sink, mode="w:", format=tarfile.PAX_FORMAT,
                               encoding="utf-8", copybufsize=COPY_BUFSIZE) as tar:
-                records = task.records.to_pylist()
+                records = (record for batch in task.records.to_batches(RECORD_BATCH)
+                           for record in batch.to_pylist())
                 for index, (sample, record) in enumerate(zip(task.samples, records)):
                     if stop is not None and stop():
                         raise PackInterrupted(f"interrupted while writing {final}")

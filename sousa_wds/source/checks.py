@@ -191,18 +191,21 @@ def _first(ids: list[str], n: int = 3) -> list[str]:
     return ids[:n] + ([f"... ({len(ids)} in all)"] if len(ids) > n else [])
 
 
-def group_midi(labels: pa.Table, problems: Problems) -> list[str | None]:
-    """Each row's MIDI: its own midi_path, or the one of its augmentation group."""
-    groups = labels.column("augmentation_group_id").to_pylist()
-    midi = labels.column("midi_path").to_pylist()
-    first: dict[str, str] = {}
-    for group, path in zip(groups, midi):
-        if path is not None and group is not None:
-            first.setdefault(group, path)
-    resolved = [m if m is not None else first.get(g) for g, m in zip(groups, midi)]
-    lacking = sorted({str(g) for g, m in zip(groups, resolved) if m is None})
+def group_midi(labels: pa.Table, problems: Problems) -> pa.Array:
+    """Each row's MIDI: its own midi_path, or the first one of its augmentation group.
+
+    In Arrow: three lists of 100k Python strings cost ~30 MB at the peak of `read_dataset`.
+    `index_in` gives the first position of each row's group among the rows that have a MIDI.
+    """
+    groups = labels.column("augmentation_group_id").combine_chunks()
+    midi = labels.column("midi_path").combine_chunks()
+    has = pc.and_(pc.is_valid(midi), pc.is_valid(groups))
+    first = pc.index_in(groups, value_set=groups.filter(has))
+    resolved = pc.coalesce(midi, pc.take(midi.filter(has), first))
+    lacking = pc.unique(groups.filter(pc.is_null(resolved))).to_pylist()
     problems.add(
-        "augmentation groups with no MIDI file (no row of the group has midi_path)", lacking,
+        "augmentation groups with no MIDI file (no row of the group has midi_path)",
+        sorted(str(g) for g in lacking),
         "regenerate these groups; the MIDI is written for the first sample of each group",
     )
     return resolved

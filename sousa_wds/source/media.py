@@ -18,14 +18,17 @@ How it works:
 
 from __future__ import annotations
 
+import array
 import os
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
+import pyarrow as pa
 import soundfile
 
+from ..arrays import int_array
 from ..errors import DatasetError, Problems
 from ..parallel import process_map
 from .checks import inside
@@ -36,19 +39,33 @@ TAIL_FRAMES = 64  # decoded at the end of each FLAC: reaching them proves the fi
 DEEP_BLOCK_FRAMES = 1 << 16  # frames decoded at a time by deep checks (~0.8 MB of int32 stereo)
 
 
-@dataclass(frozen=True, slots=True)
-class MediaFile:
-    """What one `lstat` said about a checked file: pack compares it to notice changes."""
+class Facts:
+    """What one `lstat` said about each path checked, in the order given (0 for a path that
+    failed or was skipped): pack compares sizes and mtimes to notice changes."""
 
-    size: int
-    mtime_ns: int
+    def __init__(self) -> None:
+        self._sizes = array.array("q")
+        self._mtimes = array.array("q")
+
+    def append(self, size: int, mtime_ns: int) -> None:
+        self._sizes.append(size)
+        self._mtimes.append(mtime_ns)
+
+    @property
+    def sizes(self) -> pa.Array:
+        return int_array(self._sizes)
+
+    @property
+    def mtimes(self) -> pa.Array:
+        return int_array(self._mtimes)
 
 
 @dataclass
 class MediaReport:
-    """Each checked path's facts (None when it failed) and the problems found."""
+    """The facts of the audio and MIDI paths checked, and the problems found."""
 
-    files: dict[str, MediaFile | None] = field(default_factory=dict)
+    audio: Facts = field(default_factory=Facts)
+    midi: Facts = field(default_factory=Facts)
     problems: dict[str, list[str]] = field(default_factory=dict)
 
     def add(self, kind: str, item: str) -> None:
@@ -79,30 +96,40 @@ PROBLEMS: dict[str, tuple[str, str]] = {
 }
 
 
+# (size, mtime_ns, problem kind or "", the line naming the problem)
+Checked = tuple[int, int, str, str]
 PROBE_BATCH = 256  # files per worker task: few futures, still an even spread over workers
+# Paths made Python strings and handed out at a time (64 tasks): a window's tasks are all
+# submitted at once, so this bounds them; workers wait only at the end of a window (~1.5%).
+PROBE_WINDOW = 64 * PROBE_BATCH
 
 
 def probe_media(
-    root: str, audio: Iterable[str | None], midi: Iterable[str | None], *, deep: bool = False,
+    root: str, audio: pa.Array, midi: pa.Array, *, deep: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> MediaReport:
-    """Check each distinct path once; `progress(n)` after every n files checked."""
+    """Check each path given (distinct ones: each is checked as often as it is listed);
+    a null MIDI path is skipped (`checks.group_midi` reports it). `progress(n)` after every
+    n files checked."""
     probe = _Probe(root, deep)
     report = MediaReport()
-    tasks = [(rel, True) for rel in dict.fromkeys(audio)]
-    tasks += [(rel, False) for rel in dict.fromkeys(midi) if rel is not None]
-    batches = [tasks[i:i + PROBE_BATCH] for i in range(0, len(tasks), PROBE_BATCH)]
     died = DatasetError(f"a process checking the media files of {root} died (killed, out of "
                         "memory, or libsndfile crashed on a damaged file); run `sousa-wds "
                         "check` again")
-    with process_map(min(os.cpu_count() or 1, len(batches)), died) as run_all:
-        for batch, results in zip(batches, run_all(probe.check_all, batches)):
-            for (rel, _), (result, kind, item) in zip(batch, results):
-                report.files[rel] = result
-                if kind:
-                    report.add(kind, item)
-            if progress is not None:
-                progress(len(batch))
+    workers = min(os.cpu_count() or 1, -(-(len(audio) + len(midi)) // PROBE_BATCH))
+    with process_map(workers, died) as run_all:
+        for paths, is_audio, facts in ((audio, True, report.audio), (midi, False, report.midi)):
+            for start in range(0, len(paths), PROBE_WINDOW):
+                window = paths[start:start + PROBE_WINDOW].to_pylist()
+                batches = [[(rel, is_audio) for rel in window[i:i + PROBE_BATCH]]
+                           for i in range(0, len(window), PROBE_BATCH)]
+                for batch, results in zip(batches, run_all(probe.check_all, batches)):
+                    for size, mtime_ns, kind, item in results:
+                        facts.append(size, mtime_ns)
+                        if kind:
+                            report.add(kind, item)
+                    if progress is not None:
+                        progress(len(batch))
     return report
 
 
@@ -120,32 +147,32 @@ class _Probe:
         self.deep = deep
         self._folders: dict[str, bool] = {}
 
-    def check_all(self, tasks: list[tuple[str | None, bool]],
-                  ) -> list[tuple[MediaFile | None, str, str]]:
-        return [self.check(rel, is_audio) for rel, is_audio in tasks]
+    def check_all(self, tasks: list[tuple[str | None, bool]]) -> list[Checked]:
+        return [self.check(rel, is_audio) if rel is not None or is_audio else (0, 0, "", "")
+                for rel, is_audio in tasks]
 
-    def check(self, rel: str | None, is_audio: bool) -> tuple[MediaFile | None, str, str]:
-        """The file's facts, or None with the problem kind and the line that names it."""
+    def check(self, rel: str | None, is_audio: bool) -> Checked:
+        """The file's size and mtime, or zeros with the problem kind and the line naming it."""
         parts = PurePosixPath(rel or "").parts
         if not rel or rel.startswith("/") or ".." in parts or "\0" in rel:
-            return None, "path", repr(rel)
+            return 0, 0, "path", repr(rel)
         path = os.path.join(self.root, *parts)
         if not self._inside(os.path.dirname(path)):
-            return None, "outside", f"{path} -> {os.path.realpath(path)}"
+            return 0, 0, "outside", f"{path} -> {os.path.realpath(path)}"
         try:
             info = os.lstat(path)
             if stat.S_ISLNK(info.st_mode):
                 if not inside(self.root_real, real := os.path.realpath(path)):
-                    return None, "outside", f"{path} -> {real}"
+                    return 0, 0, "outside", f"{path} -> {real}"
                 info = os.stat(path)
         except OSError:
-            return None, "missing audio" if is_audio else "missing midi", path
+            return 0, 0, "missing audio" if is_audio else "missing midi", path
         if not stat.S_ISREG(info.st_mode):
-            return None, "special", path
+            return 0, 0, "special", path
         kind, why = self._content(path, is_audio)
         if kind:
-            return None, kind, f"{path}: {why}"
-        return MediaFile(info.st_size, info.st_mtime_ns), "", ""
+            return 0, 0, kind, f"{path}: {why}"
+        return info.st_size, info.st_mtime_ns, "", ""
 
     def _inside(self, folder: str) -> bool:
         if folder not in self._folders:

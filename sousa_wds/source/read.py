@@ -20,15 +20,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections import Counter, defaultdict
-from collections.abc import Callable, Collection, Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..arrays import int_array
+from ..arrays import column, int_array
 from ..errors import MAX_LISTED, DatasetError, Problems
 from ..format import (
     EXERCISE_COLUMNS,
@@ -40,32 +40,14 @@ from ..format import (
     encode_record,
 )
 from . import checks
-from .checks import STREAM_BATCH_ROWS, stream_parquet
+from .checks import STREAM_BATCH_ROWS
 from .media import probe_media, report_problems
+from .samples import SampleTable, SourceSample
 
-__all__ = ["SourceDataset", "SourceSample", "read_dataset", "stream_parquet"]
+__all__ = ["SourceDataset", "read_dataset"]
 
 LABEL_FILES = ("samples", "exercises", "measures", "strokes")
 FINGERPRINT_BATCH_ROWS = 4096  # label records turned into Python objects at a time
-
-
-@dataclass(frozen=True, slots=True)
-class SourceSample:
-    """One sample's identity and media; its labels are row `row` of `SourceDataset.labels`.
-
-    Sizes and mtimes come from the one `lstat` of each file at read time: pack compares them
-    with what it reads to notice a file that changed or was cut meanwhile (0 = not known).
-    """
-
-    key: str
-    split: str
-    row: int
-    audio_path: str
-    midi_path: str
-    audio_bytes: int
-    midi_bytes: int
-    audio_mtime_ns: int = 0
-    midi_mtime_ns: int = 0
 
 
 @dataclass(frozen=True)
@@ -73,19 +55,21 @@ class SourceDataset:
     """A validated SOUSA dataset: samples sorted by (split, key), labels, and what to warn about."""
 
     root: Path
-    samples: tuple[SourceSample, ...]
+    samples: SampleTable
     labels: pa.Table
     warnings: tuple[str, ...] = field(default=())
 
-    def split(self, name: str) -> tuple[SourceSample, ...]:
-        return tuple(s for s in self.samples if s.split == name)
+    def split(self, name: str) -> SampleTable:
+        return self.samples.split(name)
 
     def label_path(self, table: str) -> Path:
         return self.root / "labels" / f"{table}.parquet"
 
-    def label_rows(self, samples: Iterable[SourceSample]) -> pa.Table:
+    def label_rows(self, samples: SampleTable | Iterable[SourceSample]) -> pa.Table:
         """The label rows of `samples`, in their order (nulls, never NaN)."""
-        return self.labels.take(int_array(s.row for s in samples))
+        rows = (samples.column("row") if isinstance(samples, SampleTable)
+                else int_array(s.row for s in samples))
+        return self.labels.take(rows)
 
     def fingerprint(self) -> str:
         """A cheap identity of what the shards are made of: each sample's key, split, media
@@ -98,10 +82,9 @@ class SourceDataset:
         and measure tables are left out: pack rewrites them on every run, resume reuses shards.
         """
         digest = hashlib.sha256()
-        samples = iter(self.samples)
-        rows = self.label_rows(self.samples)
-        for batch in rows.to_batches(max_chunksize=FINGERPRINT_BATCH_ROWS):
-            for record, s in zip(batch.to_pylist(), samples):
+        for start in range(0, len(self.samples), FINGERPRINT_BATCH_ROWS):
+            part = self.samples[start:start + FINGERPRINT_BATCH_ROWS]
+            for s, record in zip(part, self.label_rows(part).to_pylist()):
                 digest.update(f"{s.key}\0{s.split}\0{s.audio_bytes}\0{s.midi_bytes}\0".encode())
                 digest.update(encode_record(record))
                 digest.update(b"\n")
@@ -109,27 +92,23 @@ class SourceDataset:
 
     def summary(self) -> dict:
         """Counts a person checks before publishing: per split, rudiments, tiers, bytes."""
-        by_split = {name: {"samples": 0, "audio_bytes": 0, "midi_files": 0} for name in SPLITS}
-        midi_seen: dict[str, set[str]] = defaultdict(set)
-        for s in self.samples:
-            entry = by_split[s.split]
-            entry["samples"] += 1
-            entry["audio_bytes"] += s.audio_bytes
-            midi_seen[s.split].add(s.midi_path)
-        for name in SPLITS:
-            by_split[name]["midi_files"] = len(midi_seen[name])
+        by_split = {name: _counts(self.samples.split(name)) for name in SPLITS}
         tiers = Counter(self.labels.column("skill_tier").to_pylist())
         return {
             "root": str(self.root),
-            "samples": len(self.samples),
-            "audio_bytes": sum(s.audio_bytes for s in self.samples),
-            "midi_files": len({s.midi_path for s in self.samples}),
+            **_counts(self.samples),
             "splits": by_split,
             "profiles": len(pc.unique(self.labels.column("profile_id"))),
             "rudiments": len(pc.unique(self.labels.column("rudiment_slug"))),
             "skill_tiers": dict(sorted(tiers.items(), key=lambda kv: str(kv[0]))),
             "warnings": len(self.warnings),
         }
+
+
+def _counts(samples: SampleTable) -> dict[str, int]:
+    return {"samples": len(samples),
+            "audio_bytes": pc.sum(samples.column("audio_bytes")).as_py() or 0,
+            "midi_files": pc.count_distinct(samples.column("midi_path")).as_py()}
 
 
 def read_dataset(
@@ -161,6 +140,7 @@ def read_dataset(
     assert samples is not None and exercises is not None and split_of is not None
 
     labels = _join_labels(root, samples, exercises, problems)
+    del samples, exercises  # the join holds what it needs: the exercise table is a copy
     problems.raise_if_any(DatasetError, subject)
     known = labels.column("sample_id").combine_chunks()
     for table, parquet in label_files.items():
@@ -223,39 +203,69 @@ def _join_labels(
 
 
 def _build(
-    root: Path, labels: pa.Table, split_of: dict[str, str], midi: list[str | None],
+    root: Path, labels: pa.Table, split_of: dict[str, str], midi_paths: pa.Array,
     problems: Problems, deep: bool, progress: Callable[[int], None] | None,
 ) -> SourceDataset:
-    """Check every media file, then one SourceSample per row, sorted by (split, key)."""
-    ids = labels.column("sample_id").to_pylist()
-    audio = labels.column("audio_path").to_pylist()
-    media = probe_media(str(root), audio, midi, deep=deep, progress=progress)
+    """Check every media file once, then the samples as columns, sorted by (split, key).
+
+    Paths are dictionary-encoded: each distinct path is checked once, and its size and mtime
+    reach every sample that names it by index, with no dict of paths held.
+    """
+    audio = pc.dictionary_encode(labels.column("audio_path").combine_chunks(),
+                                 null_encoding="encode")
+    group_midi = pc.dictionary_encode(midi_paths, null_encoding="encode")
+    media = probe_media(str(root), audio.dictionary, group_midi.dictionary, deep=deep,
+                        progress=progress)
     report_problems(media, problems)
     problems.raise_if_any(DatasetError, f"{root} is not a valid SOUSA dataset")
 
-    splits = [split_of[p] for p in labels.column("profile_id").to_pylist()]
-    samples: list[SourceSample] = []
-    for row, (key, split, audio_rel, midi_rel) in enumerate(zip(ids, splits, audio, midi)):
-        a, m = media.files[audio_rel], media.files[midi_rel]
-        assert a is not None and m is not None and midi_rel is not None and audio_rel is not None
-        samples.append(SourceSample(key, split, row, audio_rel, midi_rel, a.size, m.size,
-                                    a.mtime_ns, m.mtime_ns))
-    order = {name: i for i, name in enumerate(SPLITS)}
-    samples.sort(key=lambda s: (order[s.split], s.key))
-    warnings = _unlisted_files(root, media.files.keys())
-    return SourceDataset(root, tuple(samples), labels.select(list(LABEL_COLUMNS)), tuple(warnings))
+    warnings = _unlisted_files(root, audio.dictionary, group_midi.dictionary)
+    profiles = list(split_of)
+    split_codes = int_array((SPLITS.index(split_of[p]) for p in profiles), pa.int8())
+    codes = pc.take(split_codes, pc.index_in(labels.column("profile_id"),
+                                             value_set=column(profiles, pa.string())))
+    keys = labels.column("sample_id")
+    # Sorted once, each column taken once in that order: no unsorted copy of the table.
+    order = pc.sort_indices(pa.table({"split": codes, "key": keys}),
+                            sort_keys=[("split", "ascending"), ("key", "ascending")])
+    audio_at, midi_at = pc.take(audio.indices, order), pc.take(group_midi.indices, order)
+    samples = SampleTable.from_columns(
+        key=pc.take(keys, order), split=pc.take(codes, order), row=order,
+        audio_path=pc.take(labels.column("audio_path"), order),
+        midi_path=pc.take(midi_paths, order),
+        audio_bytes=pc.take(media.audio.sizes, audio_at),
+        midi_bytes=pc.take(media.midi.sizes, midi_at),
+        audio_mtime_ns=pc.take(media.audio.mtimes, audio_at),
+        midi_mtime_ns=pc.take(media.midi.mtimes, midi_at),
+    )
+    return SourceDataset(root, samples, labels.select(list(LABEL_COLUMNS)), tuple(warnings))
 
 
-def _unlisted_files(root: Path, listed: Collection[str | None]) -> list[str]:
+UNLISTED_CHUNK = 65_536  # file names looked up at a time
+
+
+def _not_in(names: list[str], listed: pa.Array) -> list[str]:
+    """The names not in `listed`; `names` is emptied (Arrow builds one hash table a call)."""
+    if not names:
+        return []
+    found = pc.is_in(column(names, pa.string()), value_set=listed).to_pylist()
+    missing = [name for name, known in zip(names, found) if not known]
+    names.clear()
+    return missing
+
+
+def _unlisted_files(root: Path, audio: pa.Array, midi: pa.Array) -> list[str]:
     """Media on disk that no label row points at: packed data would silently lack them."""
     extra: list[str] = []
     prefix = len(str(root)) + 1
-    for folder, suffix in (("audio", ".flac"), ("midi", ".mid")):
+    for folder, suffix, listed in (("audio", ".flac", audio), ("midi", ".mid", midi)):
+        pending: list[str] = []
         for dirpath, _dirs, files in os.walk(root / folder):
             rel_dir = dirpath[prefix:].replace(os.sep, "/")
-            for name in files:
-                if name.endswith(suffix) and f"{rel_dir}/{name}" not in listed:
-                    extra.append(f"{rel_dir}/{name}")
+            pending.extend(f"{rel_dir}/{name}" for name in files if name.endswith(suffix))
+            if len(pending) >= UNLISTED_CHUNK:
+                extra += _not_in(pending, listed)
+        extra += _not_in(pending, listed)
     extra.sort()
     if not extra:
         return []

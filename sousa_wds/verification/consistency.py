@@ -19,23 +19,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from ..format import MANIFEST, SPLITS, Manifest, SplitCounts, metadata_path
 from .report import VerifyReport
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _FIX = "the manifest or the metadata was changed after packing: pack again with --overwrite"
-
-
-@dataclass(frozen=True)
-class _Sized:
-    """What pack's planner reads of a sample: its key, split and media sizes."""
-
-    key: str
-    split: str
-    audio_bytes: int
-    midi_bytes: int
 
 
 def check_manifest_fields(manifest: Manifest, rows_by_split: Mapping[str, list[dict]],
@@ -82,20 +71,25 @@ def check_options(manifest: Manifest, rows_by_split: Mapping[str, list[dict]],
                   report: VerifyReport) -> None:
     """The recorded options must reproduce the folder's sample order and shard cuts."""
     from ..pack.plan import order_split, plan_shards
+    from ..source import SampleTable
 
     options = manifest.options
-    samples = [_Sized(r["key"], split, r["flac_size"], r["mid_size"])
-               for split, rows in rows_by_split.items() for r in rows]
+    rows = [(split, r) for split, split_rows in rows_by_split.items() for r in split_rows]
+    # What pack's planner reads of a sample: its key, split and media sizes.
+    samples = SampleTable.from_columns(key=[r["key"] for _, r in rows],
+                                       split=[SPLITS.index(split) for split, _ in rows],
+                                       audio_bytes=[r["flac_size"] for _, r in rows],
+                                       midi_bytes=[r["mid_size"] for _, r in rows])
     if manifest.layout == "shards":
-        plan = plan_shards(samples, shard_size=options.shard_size,  # type: ignore[arg-type]
+        plan = plan_shards(samples, shard_size=options.shard_size,
                            max_samples_per_shard=options.max_samples_per_shard,
                            seed=options.seed, order=options.order)
-        planned = {split: [(s.path, [x.key for x in s.samples]) for s in plan.split_shards(split)]
+        planned = {split: [(s.path, s.samples.keys()) for s in plan.split_shards(split)]
                    for split in SPLITS}
     else:
-        planned = {split: [("", [s.key for s in order_split(  # type: ignore[arg-type]
-            [s for s in samples if s.split == split], split, options.seed, options.order)])]
-            for split in SPLITS}
+        planned = {split: [("", order_split(samples, split, options.seed,
+                                            options.order).keys())]
+                   for split in SPLITS}
     for split in SPLITS:
         held = _held(rows_by_split[split], manifest.layout)
         difference = _first_difference(planned[split], held)

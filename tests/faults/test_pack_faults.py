@@ -275,11 +275,13 @@ def test_full_disk_while_writing_metadata_names_it(
 ) -> None:
     from sousa_wds.pack import tables
 
-    def full(table, where, **kwargs):
-        Path(where).write_bytes(b"PAR1 half")
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    class Full(pq.ParquetWriter):
+        """The real writer (the file is created, its header written), then a full disk."""
 
-    monkeypatch.setattr(tables.pq, "write_table", full)
+        def write_table(self, table, row_group_size=None):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(tables.pq, "ParquetWriter", Full)
     out = tmp_path / "out"
     with pytest.raises(OSError, match=r"No space left on device: .*metadata/train\.parquet"):
         pack(example_dataset, out, workers=1)
