@@ -26,7 +26,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..card import DEFAULT_REPO_ID, render_card
@@ -56,16 +56,15 @@ from .plan import (
     plan_shards,
 )
 from .pool import run_pool
-from .state import PackState, StateDir, out_lock
+from .state import PackState, Recorded, StateDir, out_lock
 from .tables import (
     MetadataPart,
     file_stamp,
     location_table,
-    member_bytes,
     write_label_tables,
     write_metadata,
 )
-from .tar import ShardResult, ShardTask, write_shard
+from .tar import ShardResult, ShardTask, member_bytes, write_shard
 
 log = logging.getLogger(__name__)
 
@@ -249,46 +248,48 @@ def _write_shard_layout(
     `finished` (resumed shards' results) is emptied for the same reason.
     """
     todo = [s for s in plan.shards if s.name not in finished]
+    remote = ray is not False and bool(todo)
 
     def task(shard: ShardPlan) -> ShardTask:
         samples = shard.samples
+        # Ray tasks carry their label records; here and in forked workers they are taken
+        # from the label table as the shard is written.
         return ShardTask(split=shard.split, name=shard.name, path=shard.path, samples=samples,
-                         records=dataset.label_rows(samples), source_root=str(dataset.root),
-                         out_root=str(out))
+                         source_root=str(dataset.root), out_root=str(out),
+                         records=dataset.label_rows(samples) if remote else None)
 
-    # Built as they are handed out: each holds a copy of its shard's samples and labels.
+    # Built as they are handed out: each holds a copy of its shard's samples.
     tasks = map(task, todo)
-    shard_bytes = {name: member_bytes(r.rows) for name, r in finished.items()}
-    results = {name: replace(r, rows=()) for name, r in finished.items()}
+    recorded = {name: Recorded.of(r) for name, r in finished.items()}
     finished.clear()
     tracker = _Tracker((s.samples for s in todo), progress)
-    if ray is not False and todo:
+    if remote:
         from .ray_pool import run_ray
 
-        done: Iterator[ShardResult] = run_ray(list(tasks), None if ray is True else ray,
-                                              tracker.add)
+        done: Iterator[Recorded] = map(states.record, run_ray(
+            list(tasks), None if ray is True else ray, tracker.add))
     elif workers <= 1 or len(todo) <= 1:
-        done = (write_shard(t, tracker.add) for t in tasks)
+        done = (states.record(write_shard(t, tracker.add, labels=dataset.labels))
+                for t in tasks)
     else:
-        done = run_pool(tasks, min(workers, len(todo)), tracker.set)
-    for result in done:
-        states.record(result)
-        shard_bytes[result.name] = member_bytes(result.rows)
-        results[result.name] = replace(result, rows=())
+        done = run_pool(tasks, min(workers, len(todo)), tracker.set, dataset.labels)
+    for shard in done:
+        recorded[shard.result.name] = shard
     shards = {split: plan.split_shards(split) for split in SPLITS}
-    write_indexes(out, {split: [results[s.name] for s in shards[split]] for split in SPLITS},
-                  {s.name: len(s.positions) for s in plan.shards})
+    write_indexes(out, {split: [recorded[s.name].result for s in shards[split]]
+                        for split in SPLITS},
+                  {name: r.samples for name, r in recorded.items()})
 
     def parts(split: str) -> Iterator[MetadataPart]:
         for shard in shards[split]:
-            result = states.load_record(shard.name)
-            yield shard.samples, location_table(result.rows, result)
+            result, rows = states.load_locations(shard.name)
+            yield shard.samples, location_table(rows, result)
 
     return Written(
         parts={split: parts(split) for split in SPLITS},
-        splits={split: SplitCounts(samples=sum(len(s.positions) for s in shards[split]),
+        splits={split: SplitCounts(samples=sum(recorded[s.name].samples for s in shards[split]),
                                    shards=len(shards[split]),
-                                   bytes=sum(shard_bytes[s.name] for s in shards[split]))
+                                   bytes=sum(recorded[s.name].member_bytes for s in shards[split]))
                 for split in SPLITS},
-        media={r.path: r.sha256 for r in results.values()},
+        media={r.result.path: r.result.sha256 for r in recorded.values()},
     )

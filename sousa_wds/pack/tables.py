@@ -15,7 +15,7 @@ so the same input gives the same bytes.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -40,6 +40,7 @@ from .tar import ShardResult
 
 # Row groups small enough that a reader filtering by a few columns skips most of the file.
 ROW_GROUP_SIZE = 10_000
+METADATA_PIECE_ROWS = 2_500  # metadata rows built at a time (labels taken, columns joined)
 STREAM_BATCH_ROWS = 16_384  # bounds memory: a few MB of stroke rows at a time
 LABEL_ROW_GROUP_ROWS = 131_072  # stroke rows per row group: ~2 MB, a few hundred per split
 PARQUET_OPTIONS = {"compression": "zstd", "write_statistics": True, "store_schema": True}
@@ -65,24 +66,20 @@ def metadata_table(
     return pa.table(columns, schema=METADATA_SCHEMA)
 
 
-def member_bytes(rows: Iterable[dict]) -> int:
-    """Bytes of the members (or loose files) that location rows describe."""
-    return sum(row[name] or 0 for row in rows for name in ("flac_size", "mid_size", "json_size"))
-
-
-def location_table(rows: Sequence[dict], shard: ShardResult | None = None) -> pa.Table:
-    """Location rows as Arrow columns (all but `split`); with `shard`, the columns naming it
-    and its members are added. Arrow, not a dict per sample kept until the metadata is
-    written (with the tasks handed out as workers free up: pack at 100k, 643 -> 484 MB)."""
-    naming: dict[str, list] = {}
-    if shard is not None:
-        keys = [row["key"] for row in rows]
-        naming = {"shard": [shard.name] * len(rows), "audio_filename": [f"{k}.flac" for k in keys],
-                  "midi_filename": [f"{k}.mid" for k in keys]}
-        naming["shard_path"] = naming["audio_shard"] = naming["midi_shard"] = \
-            [shard.path] * len(rows)
-    return pa.table({name: column(naming[name] if name in naming else
-                                  [row[name] for row in rows], typ)
+def location_table(rows: pa.Table | Sequence[dict], shard: ShardResult | None = None
+                   ) -> pa.Table:
+    """Location rows as Arrow columns (all but `split`); with `shard`, the rows are what its
+    writer returned (`tar.ROW_SCHEMA`) and the columns naming it and its members are added."""
+    if shard is None:
+        assert not isinstance(rows, pa.Table)
+        return pa.table({name: column([row[name] for row in rows], typ)
+                         for name, typ in LOCATION_COLUMNS.items() if name != "split"})
+    assert isinstance(rows, pa.Table)
+    keys, n = rows.column("key").to_pylist(), rows.num_rows
+    naming = {"shard": [shard.name] * n, "audio_filename": [f"{k}.flac" for k in keys],
+              "midi_filename": [f"{k}.mid" for k in keys]}
+    naming["shard_path"] = naming["audio_shard"] = naming["midi_shard"] = [shard.path] * n
+    return pa.table({name: column(naming[name], typ) if name in naming else rows.column(name)
                      for name, typ in LOCATION_COLUMNS.items() if name != "split"})
 
 
@@ -100,7 +97,7 @@ def write_metadata(dataset: SourceDataset, out: Path,
                                                           **PARQUET_OPTIONS) as writer:
             pending: list[pa.Table] = []
             rows = written = 0
-            for samples, locations in parts[split]:
+            for samples, locations in _pieces(parts[split]):
                 pending.append(metadata_table(dataset, split, samples, locations))
                 rows += len(samples)
                 if rows >= ROW_GROUP_SIZE:
@@ -112,6 +109,14 @@ def write_metadata(dataset: SourceDataset, out: Path,
                 writer.write_table(pa.concat_tables(pending) if pending
                                    else METADATA_SCHEMA.empty_table(),
                                    row_group_size=ROW_GROUP_SIZE)
+
+
+def _pieces(parts: Iterable[MetadataPart]) -> Iterator[MetadataPart]:
+    """Parts cut to at most METADATA_PIECE_ROWS: a shard of 11k samples is not built whole."""
+    for samples, locations in parts:
+        for start in range(0, len(samples), METADATA_PIECE_ROWS):
+            yield (samples[start:start + METADATA_PIECE_ROWS],
+                   locations.slice(start, METADATA_PIECE_ROWS))
 
 
 class _LabelSplitWriter:

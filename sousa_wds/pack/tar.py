@@ -30,8 +30,8 @@ import os
 import queue
 import tarfile
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -40,6 +40,7 @@ import soundfile
 
 from ..errors import PackError, PackInterrupted
 from ..format import (
+    LOCATION_COLUMNS,
     MEMBERS,
     encode_record,
     tar_member_info,
@@ -62,9 +63,20 @@ class ShardTask:
     name: str
     path: str
     samples: SampleTable  # its own copy (taken), so it pickles compactly to a worker
-    records: pa.Table  # label rows, in sample order: compact to pickle to a worker
     source_root: str
     out_root: str
+    # Label rows in sample order; None: `write_shard` takes them from the `labels` it is given
+    # (a forked worker's, inherited from the parent instead of sent with every task).
+    records: pa.Table | None = None
+
+
+# Location columns that name the shard and its members: the same for every sample of a shard,
+# added when the metadata is built (`tables.location_table`), not returned per sample.
+SHARD_NAMING = ("shard", "shard_path", "audio_shard", "midi_shard", "audio_filename",
+                "midi_filename")
+# What `write_shard` returns per sample: every other location column but the split.
+ROW_SCHEMA = pa.schema([pa.field(n, t) for n, t in LOCATION_COLUMNS.items()
+                        if n not in SHARD_NAMING and n != "split"])
 
 
 @dataclass(frozen=True)
@@ -79,10 +91,20 @@ class ShardResult:
         return {"name": self.name, "path": self.path, "bytes": self.bytes,
                 "sha256": self.sha256, "rows": list(self.rows)}
 
+    @property
+    def member_bytes(self) -> int:
+        return member_bytes(self.rows)
+
     @classmethod
     def from_json(cls, data: dict) -> ShardResult:
         return cls(data["name"], data["path"], data["bytes"], data["sha256"],
                    tuple(data["rows"]))
+
+
+def member_bytes(rows: Iterable[dict]) -> int:
+    """Bytes of the members (or loose files) that location rows describe."""
+    return sum(row.get(name) or 0 for row in rows
+               for name in ("flac_size", "mid_size", "json_size"))
 
 
 class _HashingWriter(io.RawIOBase):
@@ -197,9 +219,15 @@ def read_media(root: str | Path, rel: str, expected_bytes: int,
 
 
 def write_shard(
-    task: ShardTask, progress: Progress | None = None, stop: StopCheck | None = None
+    task: ShardTask, progress: Progress | None = None, stop: StopCheck | None = None,
+    labels: pa.Table | None = None,
 ) -> ShardResult:
-    """Write `task`'s shard atomically and return its location rows."""
+    """Write `task`'s shard atomically and return its location rows. `labels`: the dataset's
+    label table, where the task's records are taken when it carries none."""
+    if task.records is None:
+        assert labels is not None, "a task without records needs the label table"
+        task = replace(task, records=labels.take(task.samples.column("row")))
+    assert task.records is not None
     final = Path(task.out_root, task.path)
     final.parent.mkdir(parents=True, exist_ok=True)
     temp = temp_sibling(final)

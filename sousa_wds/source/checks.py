@@ -197,11 +197,10 @@ def group_midi(labels: pa.Table, problems: Problems) -> pa.Array:
     In Arrow: three lists of 100k Python strings cost ~30 MB at the peak of `read_dataset`.
     `index_in` gives the first position of each row's group among the rows that have a MIDI.
     """
-    groups = labels.column("augmentation_group_id").combine_chunks()
-    midi = labels.column("midi_path").combine_chunks()
+    groups, midi = labels.column("augmentation_group_id"), labels.column("midi_path")
     has = pc.and_(pc.is_valid(midi), pc.is_valid(groups))
     first = pc.index_in(groups, value_set=groups.filter(has))
-    resolved = pc.coalesce(midi, pc.take(midi.filter(has), first))
+    resolved = pc.coalesce(midi, pc.take(midi.filter(has), first)).combine_chunks()
     lacking = pc.unique(groups.filter(pc.is_null(resolved))).to_pylist()
     problems.add(
         "augmentation groups with no MIDI file (no row of the group has midi_path)",

@@ -1,4 +1,4 @@
-"""Check every media file a SOUSA dataset points at, once per path, before anything is packed.
+"""Check every media file a SOUSA dataset points at, before anything is packed.
 
 How it works:
 - A path from `audio_path`/`midi_path` must be relative, without `..`, and resolve inside the
@@ -105,12 +105,12 @@ PROBE_WINDOW = 64 * PROBE_BATCH
 
 
 def probe_media(
-    root: str, audio: pa.Array, midi: pa.Array, *, deep: bool = False,
-    progress: Callable[[int], None] | None = None,
+    root: str, audio: pa.Array | pa.ChunkedArray, midi: pa.Array | pa.ChunkedArray, *,
+    deep: bool = False, progress: Callable[[int], None] | None = None,
 ) -> MediaReport:
-    """Check each path given (distinct ones: each is checked as often as it is listed);
-    a null MIDI path is skipped (`checks.group_midi` reports it). `progress(n)` after every
-    n files checked."""
+    """Check each path given, as often as it is listed (a problem is reported once); a null
+    MIDI path is skipped (`checks.group_midi` reports it). `progress(n)` after every n files
+    checked."""
     probe = _Probe(root, deep)
     report = MediaReport()
     died = DatasetError(f"a process checking the media files of {root} died (killed, out of "
@@ -135,7 +135,7 @@ def probe_media(
 
 def report_problems(report: MediaReport, problems: Problems) -> None:
     for kind, (what, fix) in PROBLEMS.items():
-        problems.add(what, sorted(report.problems.get(kind, [])), fix)
+        problems.add(what, sorted(set(report.problems.get(kind, []))), fix)
 
 
 class _Probe:

@@ -47,6 +47,11 @@ from .samples import SampleTable, SourceSample
 __all__ = ["SourceDataset", "read_dataset"]
 
 LABEL_FILES = ("samples", "exercises", "measures", "strokes")
+# Label columns with a few distinct values (players, rudiments, tiers, presets, rooms...).
+CATEGORICAL_COLUMNS = ("profile_id", "rudiment_slug", "skill_tier", "skill_tier_binary",
+                       "dominant_hand", "soundfont", "augmentation_preset",
+                       "augmentation_group_id", "aug_soundfont", "aug_room_type", "aug_mic_type")
+LABEL_SCHEMA = pa.schema([pa.field(name, typ) for name, typ in LABEL_COLUMNS.items()])
 FINGERPRINT_BATCH_ROWS = 4096  # label records turned into Python objects at a time
 
 
@@ -56,7 +61,7 @@ class SourceDataset:
 
     root: Path
     samples: SampleTable
-    labels: pa.Table
+    labels: pa.Table  # source row order; CATEGORICAL_COLUMNS dictionary-encoded (`label_rows`)
     warnings: tuple[str, ...] = field(default=())
 
     def split(self, name: str) -> SampleTable:
@@ -66,10 +71,11 @@ class SourceDataset:
         return self.root / "labels" / f"{table}.parquet"
 
     def label_rows(self, samples: SampleTable | Iterable[SourceSample]) -> pa.Table:
-        """The label rows of `samples`, in their order (nulls, never NaN)."""
+        """The label rows of `samples`, in their order, with the canonical column types
+        (`labels` holds some dictionary-encoded), nulls, never NaN."""
         rows = (samples.column("row") if isinstance(samples, SampleTable)
                 else int_array(s.row for s in samples))
-        return self.labels.take(rows)
+        return self.labels.take(rows).cast(LABEL_SCHEMA)
 
     def fingerprint(self) -> str:
         """A cheap identity of what the shards are made of: each sample's key, split, media
@@ -148,9 +154,23 @@ def read_dataset(
         checks.label_rows(parquet, root / "labels" / f"{table}.parquet",
                           LABEL_TABLE_COLUMNS[table], known, problems)
         _release_decode_buffers()
+    del known
     checks.profiles_in_splits(labels, split_of, problems)
     midi = checks.group_midi(labels, problems)
+    labels = _compact(labels)
     return _build(root, labels, split_of, midi, problems, deep, progress)
+
+
+def _compact(labels: pa.Table) -> pa.Table:
+    """The label table with its categorical string columns dictionary-encoded.
+
+    In memory only (`SourceDataset.label_rows` gives canonical types back): at 100k samples
+    these columns held 20 MB of repeated strings; every check on them has run already.
+    """
+    for name in CATEGORICAL_COLUMNS:
+        encoded = pc.dictionary_encode(labels.column(name).combine_chunks())
+        labels = labels.set_column(labels.column_names.index(name), name, encoded)
+    return labels
 
 
 def _release_decode_buffers() -> None:
@@ -206,20 +226,20 @@ def _build(
     root: Path, labels: pa.Table, split_of: dict[str, str], midi_paths: pa.Array,
     problems: Problems, deep: bool, progress: Callable[[int], None] | None,
 ) -> SourceDataset:
-    """Check every media file once, then the samples as columns, sorted by (split, key).
+    """Check every media file, then the samples as columns, sorted by (split, key).
 
-    Paths are dictionary-encoded: each distinct path is checked once, and its size and mtime
-    reach every sample that names it by index, with no dict of paths held.
+    Each row's audio path is checked where it is (the generator writes one file per sample;
+    a path listed twice is checked twice): dictionary-encoding 100k distinct paths would copy
+    them all. A group's MIDI path repeats on each of its rows: those are dictionary-encoded,
+    each distinct path checked once, its size and mtime taken to every row by index.
     """
-    audio = pc.dictionary_encode(labels.column("audio_path").combine_chunks(),
-                                 null_encoding="encode")
+    audio = labels.column("audio_path")
     group_midi = pc.dictionary_encode(midi_paths, null_encoding="encode")
-    media = probe_media(str(root), audio.dictionary, group_midi.dictionary, deep=deep,
-                        progress=progress)
+    media = probe_media(str(root), audio, group_midi.dictionary, deep=deep, progress=progress)
     report_problems(media, problems)
     problems.raise_if_any(DatasetError, f"{root} is not a valid SOUSA dataset")
 
-    warnings = _unlisted_files(root, audio.dictionary, group_midi.dictionary)
+    warnings = _unlisted_files(root, audio, group_midi.dictionary)
     profiles = list(split_of)
     split_codes = int_array((SPLITS.index(split_of[p]) for p in profiles), pa.int8())
     codes = pc.take(split_codes, pc.index_in(labels.column("profile_id"),
@@ -228,23 +248,22 @@ def _build(
     # Sorted once, each column taken once in that order: no unsorted copy of the table.
     order = pc.sort_indices(pa.table({"split": codes, "key": keys}),
                             sort_keys=[("split", "ascending"), ("key", "ascending")])
-    audio_at, midi_at = pc.take(audio.indices, order), pc.take(group_midi.indices, order)
+    midi_at = pc.take(group_midi.indices, order)
     samples = SampleTable.from_columns(
         key=pc.take(keys, order), split=pc.take(codes, order), row=order,
-        audio_path=pc.take(labels.column("audio_path"), order),
-        midi_path=pc.take(midi_paths, order),
-        audio_bytes=pc.take(media.audio.sizes, audio_at),
+        audio_path=pc.take(audio, order), midi_path=pc.take(midi_paths, order),
+        audio_bytes=pc.take(media.audio.sizes, order),
         midi_bytes=pc.take(media.midi.sizes, midi_at),
-        audio_mtime_ns=pc.take(media.audio.mtimes, audio_at),
+        audio_mtime_ns=pc.take(media.audio.mtimes, order),
         midi_mtime_ns=pc.take(media.midi.mtimes, midi_at),
     )
     return SourceDataset(root, samples, labels.select(list(LABEL_COLUMNS)), tuple(warnings))
 
 
-UNLISTED_CHUNK = 65_536  # file names looked up at a time
+UNLISTED_CHUNK = 16_384  # file names looked up at a time (~2 MB as Python strings)
 
 
-def _not_in(names: list[str], listed: pa.Array) -> list[str]:
+def _not_in(names: list[str], listed: pa.Array | pa.ChunkedArray) -> list[str]:
     """The names not in `listed`; `names` is emptied (Arrow builds one hash table a call)."""
     if not names:
         return []
@@ -254,7 +273,7 @@ def _not_in(names: list[str], listed: pa.Array) -> list[str]:
     return missing
 
 
-def _unlisted_files(root: Path, audio: pa.Array, midi: pa.Array) -> list[str]:
+def _unlisted_files(root: Path, audio: pa.ChunkedArray, midi: pa.Array) -> list[str]:
     """Media on disk that no label row points at: packed data would silently lack them."""
     extra: list[str] = []
     prefix = len(str(root)) + 1
