@@ -60,10 +60,15 @@ def metadata_table(
     """Labels + location columns, one row per sample, in the order given."""
     labels = dataset.label_rows(samples)
     columns = {name: labels.column(name) for name in LABEL_COLUMNS}
-    for name, typ in LOCATION_COLUMNS.items():
-        columns[name] = (column([split] * len(samples), typ) if name == "split"
+    for name in LOCATION_COLUMNS:
+        columns[name] = (_repeat(split, len(samples)) if name == "split"
                          else locations.column(name))
     return pa.table(columns, schema=METADATA_SCHEMA)
+
+
+def _repeat(value: str, n: int) -> pa.Array:
+    """A string column of `n` times `value`, built by Arrow: no Python object per row."""
+    return pa.repeat(column([value], pa.string())[0], n)
 
 
 def location_table(rows: pa.Table | Sequence[dict], shard: ShardResult | None = None
@@ -75,12 +80,14 @@ def location_table(rows: pa.Table | Sequence[dict], shard: ShardResult | None = 
         return pa.table({name: column([row[name] for row in rows], typ)
                          for name, typ in LOCATION_COLUMNS.items() if name != "split"})
     assert isinstance(rows, pa.Table)
-    keys, n = rows.column("key").to_pylist(), rows.num_rows
-    naming = {"shard": [shard.name] * n, "audio_filename": [f"{k}.flac" for k in keys],
-              "midi_filename": [f"{k}.mid" for k in keys]}
-    naming["shard_path"] = naming["audio_shard"] = naming["midi_shard"] = [shard.path] * n
-    return pa.table({name: column(naming[name], typ) if name in naming else rows.column(name)
-                     for name, typ in LOCATION_COLUMNS.items() if name != "split"})
+    keys, n, empty = rows.column("key"), rows.num_rows, column([""], pa.string())[0]
+    path = _repeat(shard.path, n)
+    naming = {"shard": _repeat(shard.name, n), "shard_path": path, "audio_shard": path,
+              "midi_shard": path}
+    for name, suffix in (("audio_filename", ".flac"), ("midi_filename", ".mid")):
+        naming[name] = pc.binary_join_element_wise(keys, column([suffix], pa.string())[0], empty)
+    return pa.table({name: naming[name] if name in naming else rows.column(name)
+                     for name in LOCATION_COLUMNS if name != "split"})
 
 
 # A run of samples (a shard's) and the location rows the writer returned for them, in order.
