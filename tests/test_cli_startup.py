@@ -93,16 +93,17 @@ def test_repeated_label_rows_with_null_index_are_found() -> None:
 def test_check_and_pack_give_arrow_a_pool_that_hands_memory_back(example_dataset: Path,
                                                                   tmp_path: Path) -> None:
     """The command itself picks jemalloc for all of Arrow, C++ included (the Parquet writer
-    allocates there; with the wheels' mimalloc the pack parent kept ~60 MB more), before
-    pyarrow loads; a program calling `main([...])` keeps its own pool."""
+    allocates there; with the wheels' mimalloc the pack parent kept ~60 MB more), freeing
+    pages at once in every arena (decay 0 by the environment), before pyarrow loads; a program
+    calling `main([...])` keeps its own pool."""
     code = ("import sys; from sousa_wds import cli; sys.argv = ['sousa-wds', *sys.argv[1:]]; "
-            "rc = cli.main(); import pyarrow as pa; "
-            "print(rc, pa.default_memory_pool().backend_name)")
+            "rc = cli.main(); import os, pyarrow as pa; "
+            "print(os.environ['JE_ARROW_MALLOC_CONF'], rc, pa.default_memory_pool().backend_name)")
     for argv in (["check", str(example_dataset)],
                  ["pack", str(example_dataset), str(tmp_path / "out"), "--quiet"]):
         out = subprocess.run([sys.executable, "-c", code, *argv], check=True,
                              capture_output=True, text=True).stdout.split()
-        assert out[-2:] == ["0", "jemalloc"], argv
+        assert out[-3:] == ["dirty_decay_ms:0,muzzy_decay_ms:0", "0", "jemalloc"], argv
     code = ("import sys; from sousa_wds import cli; rc = cli.main(['check', sys.argv[1]]); "
             "import pyarrow as pa; print(rc, pa.default_memory_pool().backend_name)")
     out = subprocess.run([sys.executable, "-c", code, str(example_dataset)], check=True,
