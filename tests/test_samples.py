@@ -24,8 +24,10 @@ def test_the_table_holds_exactly_the_samples_it_was_given(example_dataset: Path)
     assert list(samples[3:9]) == objects[3:9] and list(samples[::7]) == objects[::7]
     with pytest.raises(IndexError):
         samples[40]
+    mixed = SampleTable.of(objects[::2] + objects[1::2])  # a split's rows not in one run
     for split in SPLITS:
         assert list(samples.split(split)) == [s for s in objects if s.split == split]
+        assert list(mixed.split(split)) == [s for s in mixed if s.split == split]
     assert list(samples.take([5, 1])) == [objects[5], objects[1]]
     assert samples.media_bytes() == sum(s.audio_bytes + s.midi_bytes for s in objects)
     assert samples.keys() == [s.key for s in objects]

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..arrays import FALSE, int_array, int_scalar
+from ..arrays import FALSE, column, int_array, int_scalar
 from ..errors import DatasetError, Problems
 from ..format import SOURCE_SPLIT_FIELDS, castable, key_problem
 
@@ -170,9 +170,7 @@ def exercise_coverage(
 def profiles_in_splits(labels: pa.Table, split_of: dict[str, str], problems: Problems) -> None:
     """Every profile has a split: sousa-wds never guesses one."""
     profiles = labels.column("profile_id")
-    distinct = pc.unique(profiles)
-    listed = distinct.take(int_array(i for i, p in enumerate(distinct.to_pylist())
-                                     if p in split_of))
+    listed = column([p for p in pc.unique(profiles).to_pylist() if p in split_of], pa.string())
     lost = pc.invert(pc.fill_null(pc.is_in(profiles, value_set=listed), FALSE))
     unsplit = labels.filter(lost).select(["profile_id", "sample_id"]).to_pylist()
     by_profile: dict[str | None, list[str]] = {}
@@ -195,11 +193,14 @@ def group_midi(labels: pa.Table, problems: Problems) -> pa.Array:
     """Each row's MIDI: its own midi_path, or the first one of its augmentation group.
 
     In Arrow: three lists of 100k Python strings cost ~30 MB at the peak of `read_dataset`.
-    `index_in` gives the first position of each row's group among the rows that have a MIDI.
+    `index_in` gives the first position of each row's group among the rows that have a MIDI,
+    on the groups' dictionary codes (`augmentation_group_id` comes dictionary-encoded, one
+    dictionary for the column: equal codes are equal ids).
     """
     groups, midi = labels.column("augmentation_group_id"), labels.column("midi_path")
+    codes = groups.combine_chunks().indices
     has = pc.and_(pc.is_valid(midi), pc.is_valid(groups))
-    first = pc.index_in(groups, value_set=groups.filter(has))
+    first = pc.index_in(codes, value_set=codes.filter(has))
     resolved = pc.coalesce(midi, pc.take(midi.filter(has), first)).combine_chunks()
     lacking = pc.unique(groups.filter(pc.is_null(resolved))).to_pylist()
     problems.add(

@@ -129,8 +129,13 @@ class SampleTable(Sequence[SourceSample]):
         return SampleTable(self.table.take(indices))
 
     def split(self, name: str) -> SampleTable:
+        """`name`'s samples: a view when they are one run of rows, as in a dataset (sorted by
+        split), instead of a copy (at 100k samples, 22 MB at the end of `check`)."""
         code = int_scalar(SPLITS.index(name), pa.int8())
-        return SampleTable(self.table.filter(pc.equal(self.table.column("split"), code)))
+        rows = pc.indices_nonzero(pc.equal(self.table.column("split"), code))
+        if len(rows) and rows[-1].as_py() - rows[0].as_py() + 1 == len(rows):
+            return SampleTable(self.table.slice(rows[0].as_py(), len(rows)))
+        return SampleTable(self.table.take(rows))
 
     def media_bytes(self) -> int:
         """Source bytes of all media: the total a progress bar counts to."""
