@@ -61,6 +61,7 @@ from .tables import (
     MetadataPart,
     file_stamp,
     location_table,
+    split_lookup,
     write_label_tables,
     write_metadata,
 )
@@ -155,24 +156,31 @@ def pack(
         # Before the label tables: writing its row groups of FLAC is the peak of a pack's
         # last stages (~3x a row group), lower with less left over from the stages before.
         previews = write_preview(out)
-        write_label_tables(dataset, out, stamps)
-        files = _write_card_and_manifest(dataset, out, state, written.splits, written.media,
-                                         previews, repo_id=repo_id, license=license)
+        splits, media, summary = written.splits, written.media, dataset.summary()
+        sources = {table: dataset.label_path(table) for table in LABEL_TABLES}
+        split_of, num_samples = split_lookup(dataset.samples), plan.num_samples
+        # What is left needs each sample's split, not the label and sample tables (57 MB at
+        # 100k samples): they go before the label tables' Parquet writers fill their row groups.
+        del dataset, plan, written
+        write_label_tables(sources, split_of, out, stamps)
+        del split_of
+        files = _write_card_and_manifest(summary, out, state, splits, media, previews,
+                                         repo_id=repo_id, license=license)
         shutil.rmtree(states.root)
     return PackSummary(
-        out=out, samples=plan.num_samples, shards=sum(c.shards for c in written.splits.values()),
+        out=out, samples=num_samples, shards=sum(c.shards for c in splits.values()),
         files=len(files) + 1, bytes=sum(f.bytes for f in files),
         seconds=time.perf_counter() - started, reused_shards=reused,
     )
 
 
 def _write_card_and_manifest(
-    dataset: SourceDataset, out: Path, state: PackState, splits: dict[str, SplitCounts],
+    summary: dict, out: Path, state: PackState, splits: dict[str, SplitCounts],
     media: dict[str, str | None], written: list[str], *, repo_id: str, license: str,
 ) -> tuple[FileEntry, ...]:
-    """The card, then the manifest of every file; returns the manifest's entries. `media`:
-    shards or loose files with their sha256 if known; `written`: other files (the preview)."""
-    summary = dataset.summary()
+    """The card, then the manifest of every file; returns the manifest's entries. `summary`:
+    the dataset's (`SourceDataset.summary`); `media`: shards or loose files with their sha256
+    if known; `written`: other files (the preview)."""
     card = render_card({s: c.to_dict() for s, c in splits.items()}, repo_id=repo_id,
                        license=license, layout=state.options.layout,
                        rudiments=summary["rudiments"], profiles=summary["profiles"])
@@ -285,8 +293,16 @@ def _write_shard_layout(
 
     def parts(split: str) -> Iterator[MetadataPart]:
         for shard in shards[split]:
-            result, rows = states.load_locations(shard.name)
-            yield shard.samples, location_table(rows, result)
+            result, blocks = states.load_locations(shard.name)
+            start = 0
+            for rows in blocks:
+                positions = shard.positions.slice(start, rows.num_rows)
+                yield shard.source.take(positions), location_table(rows, result)
+                start += rows.num_rows
+            if start != len(shard.positions):
+                raise PackError(f"the record of shard {shard.name} in {states.shards} has "
+                                f"{start} rows for {len(shard.positions)} samples: it was "
+                                "changed while packing; pack again with --overwrite")
 
     return Written(
         parts={split: parts(split) for split in SPLITS},

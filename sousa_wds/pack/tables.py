@@ -159,18 +159,25 @@ class _LabelSplitWriter:
         self.temp.unlink(missing_ok=True)
 
 
-def write_label_tables(dataset: SourceDataset, out: Path,
-                       stamps: dict[str, FileStamp]) -> None:
+def split_lookup(samples: SampleTable) -> dict[str, int]:
+    """sample_id -> split code: all the label tables need of the dataset.
+
+    A dict, built once: a hash lookup per batch in Arrow rebuilds its table of every key
+    (~20 ms a batch at 100k samples, thousands of batches at full scale).
+    """
+    return dict(zip(samples.keys(), samples.column("split").to_pylist()))
+
+
+def write_label_tables(sources: Mapping[str, Path], split_of: dict[str, int], out: Path,
+                       stamps: Mapping[str, FileStamp]) -> None:
     """Split strokes and measures per split, streaming batches from the source files.
 
+    `sources`: each label table's source file; `split_of`: `split_lookup` of the samples.
     `stamps` holds each label file's stamp from before the dataset was read; a file whose
     stamp differs now, or that names a sample the dataset lacks, was rewritten meanwhile.
     """
-    # A dict, built once: a hash lookup per batch in Arrow rebuilds its table of every key
-    # (~20 ms a batch at 100k samples, thousands of batches at full scale).
-    split_of = dict(zip(dataset.samples.keys(), dataset.samples.column("split").to_pylist()))
     for table, columns in LABEL_TABLE_COLUMNS.items():
-        path = dataset.label_path(table)
+        path = sources[table]
         schema = pa.schema([pa.field(n, t) for n, t in columns.items()])
         writers: list[_LabelSplitWriter] = []
         try:

@@ -235,6 +235,27 @@ def test_label_file_rewritten_with_the_same_rows_is_named(
         pack(dataset_copy, tmp_path / "out", workers=1)
 
 
+def test_shard_record_cut_short_before_the_metadata_is_named(
+    dataset_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Metadata rows are read from the records a block at a time: a record that lost rows
+    (edited, or a copy cut short) stops the pack by name, not with Arrow's length error."""
+    from sousa_wds.pack import run
+
+    real = run.write_metadata
+
+    def cut_then_metadata(dataset, out, parts):
+        record = sorted((out / ".sousa-wds-pack" / "shards").glob("*.json"))[0]
+        lines = record.read_bytes().splitlines(keepends=True)
+        record.write_bytes(b"".join(lines[:-1]))
+        real(dataset, out, parts)
+
+    monkeypatch.setattr(run, "write_metadata", cut_then_metadata)
+    with pytest.raises(PackError, match=r"record of shard \S+ .* has \d+ rows for \d+ samples"):
+        pack(dataset_copy, tmp_path / "out", workers=1)
+    assert not (tmp_path / "out" / MANIFEST).exists()
+
+
 class _FullDisk:
     """A file on a disk that fills up after `room` bytes."""
 
