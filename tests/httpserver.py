@@ -185,7 +185,10 @@ class FolderServer:
             return list(self._requests)
 
     def clear(self) -> None:
+        """Forget the finished requests, after waiting for those being answered (as
+        `requests` does): one recorded late would count as the next one's."""
         with self._lock:
+            self._lock.wait_for(lambda: self._in_flight == 0, timeout=10)
             self._requests.clear()
 
     def bytes_sent(self, prefix: str = "") -> int:
