@@ -153,15 +153,14 @@ def pack(
                 dataset, plan, out, states, finished, workers or os.cpu_count() or 1, progress,
                 ray)
         write_metadata(dataset, out, written.parts)
-        # Before the label tables: writing its row groups of FLAC is the peak of a pack's
-        # last stages (~3x a row group), lower with less left over from the stages before.
-        previews = write_preview(out)
         splits, media, summary = written.splits, written.media, dataset.summary()
         sources = {table: dataset.label_path(table) for table in LABEL_TABLES}
         split_of, num_samples = split_lookup(dataset.samples), plan.num_samples
         # What is left needs each sample's split, not the label and sample tables (57 MB at
-        # 100k samples): they go before the label tables' Parquet writers fill their row groups.
+        # 100k samples): they go before the preview's row groups of FLAC (~3x a row group)
+        # and the label tables' Parquet writers fill up.
         del dataset, plan, written
+        previews = write_preview(out)
         write_label_tables(sources, split_of, out, stamps)
         del split_of
         files = _write_card_and_manifest(summary, out, state, splits, media, previews,
