@@ -58,12 +58,12 @@ def test_metadata_written_in_row_groups_is_the_table_written_whole(
         locations = pa.table({name: pa.array(keys, typ) if name == "key" else
                               pa.nulls(len(keys), typ)
                               for name, typ in LOCATION_COLUMNS.items() if name != "split"})
-        parts[shard.split].append((shard.samples, locations))
+        parts[shard.split].append((shard.positions, locations))
     (tmp_path / "metadata").mkdir()
     tables.write_metadata(dataset, tmp_path, {split: iter(p) for split, p in parts.items()})
     for split in SPLITS:
-        whole = pa.concat_tables(tables.metadata_table(dataset, split, samples, locations)
-                                 for samples, locations in parts[split])
+        whole = pa.concat_tables(tables.metadata_table(dataset, split, positions, locations)
+                                 for positions, locations in parts[split])
         pq.write_table(whole, tmp_path / "whole.parquet", row_group_size=4,
                        **tables.PARQUET_OPTIONS)
         written = tmp_path / "metadata" / f"{split}.parquet"

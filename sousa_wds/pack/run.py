@@ -26,7 +26,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..card import DEFAULT_REPO_ID, render_card
@@ -52,7 +52,7 @@ from .plan import (
     DEFAULT_SHARD_SIZE,
     PackPlan,
     ShardPlan,
-    order_split,
+    order_positions,
     plan_shards,
 )
 from .pool import run_pool
@@ -152,14 +152,18 @@ def pack(
             written = _write_shard_layout(
                 dataset, plan, out, states, finished, workers or os.cpu_count() or 1, progress,
                 ray)
+        summary, num_samples = dataset.summary(), plan.num_samples
+        # The media are written: the metadata needs each sample's label row, not its paths.
+        dataset = replace(dataset, samples=dataset.samples.identities())
+        del plan
         write_metadata(dataset, out, written.parts)
-        splits, media, summary = written.splits, written.media, dataset.summary()
+        splits, media = written.splits, written.media
         sources = {table: dataset.label_path(table) for table in LABEL_TABLES}
-        split_of, num_samples = split_lookup(dataset.samples), plan.num_samples
+        split_of = split_lookup(dataset.samples)
         # What is left needs each sample's split, not the label and sample tables (57 MB at
         # 100k samples): they go before the preview's row groups of FLAC (~3x a row group)
         # and the label tables' Parquet writers fill up.
-        del dataset, plan, written
+        del dataset, written
         previews = write_preview(out)
         write_label_tables(sources, split_of, out, stamps)
         del split_of
@@ -238,9 +242,9 @@ def _write_loose_layout(dataset: SourceDataset, plan: PackPlan, out: Path,
     splits: dict[str, SplitCounts] = {}
     media: dict[str, str | None] = {}
     for split in SPLITS:
-        samples = order_split(dataset.samples, split, plan.seed, plan.order)
-        rows = write_loose(samples, dataset.root, out, tracker.add)
-        parts[split] = [(samples, location_table(rows))]
+        positions = order_positions(dataset.samples, split, plan.seed, plan.order)
+        rows = write_loose(dataset.samples.take(positions), dataset.root, out, tracker.add)
+        parts[split] = [(positions, location_table(rows))]
         splits[split] = SplitCounts(samples=len(rows), shards=0, bytes=member_bytes(rows))
         media.update((r[name], None) for r in rows for name in ("audio_filename", "midi_filename"))
     return Written(parts, splits, media)
@@ -290,18 +294,21 @@ def _write_shard_layout(
                         for split in SPLITS},
                   {name: r.samples for name, r in recorded.items()})
 
+    # Names and positions only: the plan's shards hold the sample table, which the caller
+    # slims before the metadata is written.
+    placed = {split: [(s.name, s.positions) for s in shards[split]] for split in SPLITS}
+
     def parts(split: str) -> Iterator[MetadataPart]:
-        for shard in shards[split]:
-            result, blocks = states.load_locations(shard.name)
+        for name, positions in placed[split]:
+            result, blocks = states.load_locations(name)
             start = 0
             for rows in blocks:
-                positions = shard.positions.slice(start, rows.num_rows)
-                yield shard.source.take(positions), location_table(rows, result)
+                yield positions.slice(start, rows.num_rows), location_table(rows, result)
                 start += rows.num_rows
-            if start != len(shard.positions):
-                raise PackError(f"the record of shard {shard.name} in {states.shards} has "
-                                f"{start} rows for {len(shard.positions)} samples: it was "
-                                "changed while packing; pack again with --overwrite")
+            if start != len(positions):
+                raise PackError(f"the record of shard {name} in {states.shards} has {start} "
+                                f"rows for {len(positions)} samples: it was changed while "
+                                "packing; pack again with --overwrite")
 
     return Written(
         parts={split: parts(split) for split in SPLITS},

@@ -55,13 +55,14 @@ def file_stamp(path: Path) -> FileStamp:
 
 
 def metadata_table(
-    dataset: SourceDataset, split: str, samples: SampleTable, locations: pa.Table,
+    dataset: SourceDataset, split: str, positions: pa.Array, locations: pa.Table,
 ) -> pa.Table:
-    """Labels + location columns, one row per sample, in the order given."""
-    labels = dataset.label_rows(samples)
+    """Labels + location columns, one row per sample: the samples at `positions` of
+    `dataset.samples`, in that order."""
+    labels = dataset.label_rows(dataset.samples.take(positions))
     columns = {name: labels.column(name) for name in LABEL_COLUMNS}
     for name in LOCATION_COLUMNS:
-        columns[name] = (_repeat(split, len(samples)) if name == "split"
+        columns[name] = (_repeat(split, len(positions)) if name == "split"
                          else locations.column(name))
     return pa.table(columns, schema=METADATA_SCHEMA)
 
@@ -90,8 +91,9 @@ def location_table(rows: pa.Table | Sequence[dict], shard: ShardResult | None = 
                      for name in LOCATION_COLUMNS if name != "split"})
 
 
-# A run of samples (a shard's) and the location rows the writer returned for them, in order.
-MetadataPart = tuple[SampleTable, pa.Table]
+# A run of samples (a shard's) as positions into `SourceDataset.samples`, and the location
+# rows the writer returned for them, in order.
+MetadataPart = tuple[pa.Array, pa.Table]
 
 
 def write_metadata(dataset: SourceDataset, out: Path,
@@ -104,9 +106,9 @@ def write_metadata(dataset: SourceDataset, out: Path,
                                                           **PARQUET_OPTIONS) as writer:
             pending: list[pa.Table] = []
             rows = written = 0
-            for samples, locations in _pieces(parts[split]):
-                pending.append(metadata_table(dataset, split, samples, locations))
-                rows += len(samples)
+            for positions, locations in _pieces(parts[split]):
+                pending.append(metadata_table(dataset, split, positions, locations))
+                rows += len(positions)
                 if rows >= ROW_GROUP_SIZE:
                     table = pa.concat_tables(pending)
                     whole = rows - rows % ROW_GROUP_SIZE
@@ -120,9 +122,9 @@ def write_metadata(dataset: SourceDataset, out: Path,
 
 def _pieces(parts: Iterable[MetadataPart]) -> Iterator[MetadataPart]:
     """Parts cut to at most METADATA_PIECE_ROWS: a shard of 11k samples is not built whole."""
-    for samples, locations in parts:
-        for start in range(0, len(samples), METADATA_PIECE_ROWS):
-            yield (samples[start:start + METADATA_PIECE_ROWS],
+    for positions, locations in parts:
+        for start in range(0, len(positions), METADATA_PIECE_ROWS):
+            yield (positions.slice(start, METADATA_PIECE_ROWS),
                    locations.slice(start, METADATA_PIECE_ROWS))
 
 

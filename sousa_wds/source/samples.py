@@ -137,6 +137,13 @@ class SampleTable(Sequence[SourceSample]):
             return SampleTable(self.table.slice(rows[0].as_py(), len(rows)))
         return SampleTable(self.table.take(rows))
 
+    def identities(self) -> SampleTable:
+        """The same samples, in the same rows, with only key, split and label row kept (media
+        fields empty): all a pack needs of them once their media are written (at 100k
+        samples, 27 -> 11 MB)."""
+        return SampleTable.from_columns(**{name: self.table.column(name)
+                                           for name in ("key", "split", "row")})
+
     def media_bytes(self) -> int:
         """Source bytes of all media: the total a progress bar counts to."""
         return sum(pc.sum(self.table.column(name)).as_py() or 0
