@@ -413,3 +413,42 @@ def test_library_prints_nothing_and_logs_warnings(
         pack(dataset_copy, tmp_path / "out", workers=1)
     assert capsys.readouterr() == ("", "")
     assert any("stray.flac" in r.getMessage() for r in caplog.records)
+
+
+class _SlowFile(io.BytesIO):
+    """A disk that takes its time: blocks queue up behind the writer thread."""
+
+    def write(self, data) -> int:
+        time.sleep(0.005)
+        return super().write(data)
+
+    def fileno(self) -> int:
+        raise AssertionError("a 2 MB test never reaches SYNC_EVERY")
+
+
+def test_a_lent_read_buffer_is_reused_only_after_the_writer_thread_wrote_it() -> None:
+    """Pack reads each FLAC into a buffer the writer lends and hands views of it to the writer
+    thread without a copy: a buffer lent again too early would put the next file's bytes
+    into the shard in place of this one's."""
+    from sousa_wds.pack.tar import _HashingWriter
+
+    class OneBuffer(_HashingWriter):
+        BUFFERS = 1  # every lend waits for the buffer lent before it
+
+    raw = _SlowFile()
+    sink = OneBuffer(raw)
+    size = _HashingWriter.LARGE + 1  # large enough to be handed over as it is
+    lent = []
+    for n in range(8):
+        buffer = sink.lend(size if n < 7 else 2 * size)  # the last: a larger one
+        assert len(buffer) >= size
+        buffer[:size] = bytes([n]) * size
+        sink.write(memoryview(buffer)[:size])
+        sink.write(memoryview(buffer)[size - 100:size])  # small: gathered, so copied
+        sink.give_back(buffer)
+        lent.append(buffer)
+    sink.close()
+    expected = b"".join(bytes([n]) * (size + 100) for n in range(8))
+    assert raw.getvalue() == expected
+    assert sink.sha256.hexdigest() == hashlib.sha256(expected).hexdigest()
+    assert all(b is lent[0] for b in lent[:7]) and lent[7] is not lent[0]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from ..errors import PackError, listing
 from ..format import (
@@ -25,7 +25,7 @@ from ..format import (
 )
 from ..io import write_bytes_atomic
 from ..source import SourceSample
-from .tar import Progress, flac_facts, read_media
+from .tar import Progress, read_media, stream_facts
 
 # Files besides media: the card and the manifest, and per split the metadata, label tables and
 # preview (at most: a split without samples has no preview).
@@ -74,7 +74,7 @@ def write_loose(samples: Sequence[SourceSample], source_root: Path, out: Path,
             "flac_sha256": hashlib.sha256(flac).hexdigest(),
             "mid_sha256": hashlib.sha256(midi).hexdigest(),
             "json_sha256": None,
-            **flac_facts(flac, source_root / PurePosixPath(sample.audio_path)),
+            **stream_facts(sample),
             "shard": None, "shard_path": None,
             "audio_shard": None, "audio_filename": audio_rel,
             "midi_shard": None, "midi_filename": midi_rel,

@@ -10,6 +10,8 @@ How it works:
   default libsndfile seeks to the last frames the STREAMINFO header announces and decodes
   them (~0.3 ms a file; a truncated or cut file fails). `deep=True` decodes every frame
   (~12 ms per MB-sized file, ~90 MB/s a core), which also finds damage in the middle.
+  The same open gives each FLAC's sample rate, channels and frame count, which the metadata
+  records: pack takes them from here instead of opening every file with libsndfile again.
 - Files are checked in batches in a process per core (`parallel.process_map`), results
   gathered in task order, so the report does not depend on the worker count. Threads gained
   nothing (per-file Python holds the GIL between libsndfile calls); 2 processes took the
@@ -39,17 +41,31 @@ TAIL_FRAMES = 64  # decoded at the end of each FLAC: reaching them proves the fi
 DEEP_BLOCK_FRAMES = 1 << 16  # frames decoded at a time by deep checks (~0.8 MB of int32 stereo)
 
 
+# What a FLAC's header announces, named as in the metadata (all 0 for MIDI or a failure).
+STREAM_FIELDS = ("sample_rate", "channels", "num_frames")
+Stream = tuple[int, int, int]
+NO_STREAM: Stream = (0, 0, 0)
+
+
 class Facts:
     """What one `lstat` said about each path checked, in the order given (0 for a path that
-    failed or was skipped): pack compares sizes and mtimes to notice changes."""
+    failed or was skipped): pack compares sizes and mtimes to notice changes. For FLAC files
+    also what the header announces (0 for MIDI)."""
 
     def __init__(self) -> None:
         self._sizes = array.array("q")
         self._mtimes = array.array("q")
+        self._stream = {name: array.array("q") for name in STREAM_FIELDS}
 
-    def append(self, size: int, mtime_ns: int) -> None:
+    def append(self, size: int, mtime_ns: int, stream: Stream) -> None:
         self._sizes.append(size)
         self._mtimes.append(mtime_ns)
+        for values, value in zip(self._stream.values(), stream):
+            values.append(value)
+
+    def stream(self, name: str) -> pa.Array:
+        """`name` (one of `STREAM_FIELDS`) of every path."""
+        return int_array(self._stream[name])
 
     @property
     def sizes(self) -> pa.Array:
@@ -96,8 +112,8 @@ PROBLEMS: dict[str, tuple[str, str]] = {
 }
 
 
-# (size, mtime_ns, problem kind or "", the line naming the problem)
-Checked = tuple[int, int, str, str]
+# (size, mtime_ns, problem kind or "", the line naming the problem, the FLAC's stream facts)
+Checked = tuple[int, int, str, str, Stream]
 PROBE_BATCH = 256  # files per worker task: few futures, still an even spread over workers
 # Paths made Python strings and handed out at a time (64 tasks): a window's tasks are all
 # submitted at once, so this bounds them; workers wait only at the end of a window (~1.5%).
@@ -124,8 +140,8 @@ def probe_media(
                 batches = [[(rel, is_audio) for rel in window[i:i + PROBE_BATCH]]
                            for i in range(0, len(window), PROBE_BATCH)]
                 for batch, results in zip(batches, run_all(probe.check_all, batches)):
-                    for size, mtime_ns, kind, item in results:
-                        facts.append(size, mtime_ns)
+                    for size, mtime_ns, kind, item, stream in results:
+                        facts.append(size, mtime_ns, stream)
                         if kind:
                             report.add(kind, item)
                     if progress is not None:
@@ -148,61 +164,63 @@ class _Probe:
         self._folders: dict[str, bool] = {}
 
     def check_all(self, tasks: list[tuple[str | None, bool]]) -> list[Checked]:
-        return [self.check(rel, is_audio) if rel is not None or is_audio else (0, 0, "", "")
-                for rel, is_audio in tasks]
+        return [self.check(rel, is_audio) if rel is not None or is_audio
+                else (0, 0, "", "", NO_STREAM) for rel, is_audio in tasks]
 
     def check(self, rel: str | None, is_audio: bool) -> Checked:
-        """The file's size and mtime, or zeros with the problem kind and the line naming it."""
+        """The file's size, mtime and stream facts, or zeros with the problem kind and the line
+        naming it."""
         parts = PurePosixPath(rel or "").parts
         if not rel or rel.startswith("/") or ".." in parts or "\0" in rel:
-            return 0, 0, "path", repr(rel)
+            return 0, 0, "path", repr(rel), NO_STREAM
         path = os.path.join(self.root, *parts)
         if not self._inside(os.path.dirname(path)):
-            return 0, 0, "outside", f"{path} -> {os.path.realpath(path)}"
+            return 0, 0, "outside", f"{path} -> {os.path.realpath(path)}", NO_STREAM
         try:
             info = os.lstat(path)
             if stat.S_ISLNK(info.st_mode):
                 if not inside(self.root_real, real := os.path.realpath(path)):
-                    return 0, 0, "outside", f"{path} -> {real}"
+                    return 0, 0, "outside", f"{path} -> {real}", NO_STREAM
                 info = os.stat(path)
         except OSError:
-            return 0, 0, "missing audio" if is_audio else "missing midi", path
+            return 0, 0, "missing audio" if is_audio else "missing midi", path, NO_STREAM
         if not stat.S_ISREG(info.st_mode):
-            return 0, 0, "special", path
-        kind, why = self._content(path, is_audio)
+            return 0, 0, "special", path, NO_STREAM
+        kind, why, stream = self._content(path, is_audio)
         if kind:
-            return 0, 0, kind, f"{path}: {why}"
-        return info.st_size, info.st_mtime_ns, "", ""
+            return 0, 0, kind, f"{path}: {why}", NO_STREAM
+        return info.st_size, info.st_mtime_ns, "", "", stream
 
     def _inside(self, folder: str) -> bool:
         if folder not in self._folders:
             self._folders[folder] = inside(self.root_real, os.path.realpath(folder))
         return self._folders[folder]
 
-    def _content(self, path: str, is_audio: bool) -> tuple[str, str]:
+    def _content(self, path: str, is_audio: bool) -> tuple[str, str, Stream]:
         magic = FLAC_MAGIC if is_audio else MIDI_MAGIC
         try:
             with open(path, "rb") as fh:
                 head = fh.read(len(magic))
         except OSError as exc:
-            return "unreadable", exc.strerror or str(exc)
+            return "unreadable", exc.strerror or str(exc), NO_STREAM
         if head != magic:
-            return ("not flac" if is_audio else "not midi"), f"starts with {head!r}"
+            return ("not flac" if is_audio else "not midi"), f"starts with {head!r}", NO_STREAM
         if is_audio:
-            why = flac_problem(path, deep=self.deep)
-            if why:
-                return "incomplete", why
-        return "", ""
+            why, stream = flac_check(path, deep=self.deep)
+            return ("incomplete" if why else ""), why or "", stream
+        return "", "", NO_STREAM
 
 
-def flac_problem(path: str, *, deep: bool = False) -> str | None:
-    """Why the FLAC at `path` is not whole, or None: its last frames (or all, deep) decode."""
+def flac_check(path: str, *, deep: bool = False) -> tuple[str | None, Stream]:
+    """Why the FLAC at `path` is not whole (None: its last frames, or all when deep, decode),
+    and the sample rate, channels and frames its header announces."""
     try:
         audio = soundfile.SoundFile(path)
     except (RuntimeError, soundfile.LibsndfileError) as exc:
-        return f"cannot be opened as FLAC ({exc})"
+        return f"cannot be opened as FLAC ({exc})", NO_STREAM
     with audio:
         frames = audio.frames
+        stream = (audio.samplerate, audio.channels, frames)
         try:
             if deep:
                 decoded = sum(len(b) for b in audio.blocks(DEEP_BLOCK_FRAMES, dtype="int32"))
@@ -212,7 +230,8 @@ def flac_problem(path: str, *, deep: bool = False) -> str | None:
                 decoded = start + len(audio.read(TAIL_FRAMES, dtype="int32"))
         except (RuntimeError, soundfile.LibsndfileError) as exc:
             what = "some frames" if deep else "the last frames"
-            return f"the header announces {frames} frames but {what} do not decode ({exc})"
+            return (f"the header announces {frames} frames but {what} do not decode ({exc})",
+                    NO_STREAM)
     if decoded != frames:
-        return f"decodes {decoded} of the {frames} frames its header announces"
-    return None
+        return f"decodes {decoded} of the {frames} frames its header announces", NO_STREAM
+    return None, stream

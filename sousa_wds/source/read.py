@@ -41,7 +41,7 @@ from ..format import (
 )
 from . import checks
 from .checks import STREAM_BATCH_ROWS
-from .media import probe_media, report_problems
+from .media import STREAM_FIELDS, probe_media, report_problems
 from .samples import SampleTable, SourceSample
 
 __all__ = ["SourceDataset", "read_dataset"]
@@ -277,6 +277,7 @@ def _build(
         **ordered,
         audio_bytes=media.audio.sizes, midi_bytes=pc.take(media.midi.sizes, midi_at),
         audio_mtime_ns=media.audio.mtimes, midi_mtime_ns=pc.take(media.midi.mtimes, midi_at),
+        **{name: media.audio.stream(name) for name in STREAM_FIELDS},
     )
     return SourceDataset(root, samples, labels, tuple(warnings))
 

@@ -31,6 +31,9 @@ FIELDS: dict[str, pa.DataType] = {
     "midi_bytes": pa.int64(),
     "audio_mtime_ns": pa.int64(),
     "midi_mtime_ns": pa.int64(),
+    "sample_rate": pa.int64(),
+    "channels": pa.int64(),
+    "num_frames": pa.int64(),
 }
 SCHEMA = pa.schema([pa.field(name, typ, nullable=False) for name, typ in FIELDS.items()])
 
@@ -41,6 +44,7 @@ class SourceSample:
 
     Sizes and mtimes come from the one `lstat` of each file at read time: pack compares them
     with what it reads to notice a file that changed or was cut meanwhile (0 = not known).
+    Sample rate, channels and frames are what the FLAC's header said when it was checked.
     """
 
     key: str
@@ -52,6 +56,9 @@ class SourceSample:
     midi_bytes: int
     audio_mtime_ns: int = 0
     midi_mtime_ns: int = 0
+    sample_rate: int = 0
+    channels: int = 0
+    num_frames: int = 0
 
 
 class SampleTable(Sequence[SourceSample]):

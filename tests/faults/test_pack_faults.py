@@ -116,8 +116,8 @@ def test_a_flac_growing_while_read_is_named(
     class Appending:
         """The file as a generator still writing it: it grows while we read."""
 
-        def __init__(self, path, mode):
-            self._fh = open(path, mode)  # noqa: SIM115
+        def __init__(self, path, mode, **options):
+            self._fh = open(path, mode, **options)  # noqa: SIM115
             self._path = Path(path)
 
         def __enter__(self):
@@ -129,12 +129,20 @@ def test_a_flac_growing_while_read_is_named(
         def __getattr__(self, name):
             return getattr(self._fh, name)
 
-        def read(self):
-            data = self._fh.read()
+        def _grow(self):
             if self._path.name == victim.name:
                 with open(self._path, "ab") as grow:
                     grow.write(b"\0" * 100)
+
+        def readall(self):
+            data = self._fh.readall()
+            self._grow()
             return data
+
+        def readinto(self, buffer):
+            count = self._fh.readinto(buffer)
+            self._grow()
+            return count
 
     monkeypatch.setattr(tar, "open", Appending, raising=False)
     with pytest.raises(PackError, match=rf"{victim.name} changed while packing"):
@@ -269,8 +277,8 @@ def test_shard_record_cut_short_before_the_metadata_is_named(
 class _FullDisk:
     """A file on a disk that fills up after `room` bytes."""
 
-    def __init__(self, path, mode, room: int = 300_000):
-        self._fh = open(path, mode)  # noqa: SIM115
+    def __init__(self, path, mode, room: int = 300_000, **options):
+        self._fh = open(path, mode, **options)  # noqa: SIM115
         self._room = room
 
     def __enter__(self):
