@@ -33,7 +33,7 @@ What it does, in one run:
   targets of the issue with PASS/FAIL. It never exits non-zero for a missed target.
 - `--profile`: the import cost of the pack path, one extra 1-worker pack under cProfile
   summarised by where the time goes, and a cost model: each primitive (read, SHA-256, write,
-  fsync, soundfile.info) timed alone over the same files.
+  fsync) timed alone over the same files.
 - Packs run the `sousa_wds` of the checkout this file is in (PYTHONPATH is set to it).
 
 Requirements: Linux (`/proc`), GNU tar, GNU time (`/usr/bin/time`, Debian package `time`), and
@@ -438,33 +438,30 @@ def verify_deep(out: Path, env: dict) -> Run:
 CATEGORIES = (
     # (label, [(file suffix or "~" for C functions, function name)]); C functions count their
     # own time, Python functions their cumulative time.
-    ("read source files (shards._read: Path.read_bytes)", [("shards.py", "_read")]),
-    ("sha256 on the main thread (per-FLAC; shard stream if not threaded)",
+    ("read source files (tar.read_media)", [("tar.py", "read_media")]),
+    ("sha256 on the main thread (member digests)",
      [("~", "<method 'update' of '_hashlib.HASH' objects>"),
       ("~", "<built-in method _hashlib.openssl_sha256>")]),
-    ("write to the shard file on the main thread", [
-        ("~", "<method 'write' of '_io.BufferedWriter' objects>")]),
-    ("waiting on locks/queues (e.g. for a hash+write thread)",
+    ("waiting on locks/queues (the shard's hash+write thread)",
      [("~", "<method 'acquire' of '_thread.lock' objects>")]),
-    ("fsync", [("~", "<built-in method posix.fsync>")]),
-    ("soundfile.info (FLAC facts)", [("shards.py", "flac_facts")]),
-    ("JSON record encoding (encode_record)", [("format.py", "encode_record")]),
-    ("header lengths + offsets (shards._locate)", [("shards.py", "_locate")]),
-    ("labels to Python (Table.to_pylist)",
-     [("~", "<method 'to_pylist' of 'pyarrow.lib.Table' objects>")]),
-    ("read + validate source (read_dataset)", [("source.py", "read_dataset")]),
-    ("plan + labels per shard (plan_shards, label_rows)",
-     [("plan.py", "plan_shards"), ("source.py", "label_rows")]),
-    ("metadata, labels, indexes, card, manifest",
-     [("index.py", "write_metadata"), ("index.py", "write_label_tables"),
-      ("index.py", "write_indexes"), ("index.py", "build_manifest"),
-      ("card.py", "render_card")]),
+    ("fsync", [("~", "<built-in method posix.fsync>"),
+               ("~", "<built-in method posix.fdatasync>")]),
+    ("JSON record encoding (encode_record)", [("schema.py", "encode_record")]),
+    ("tar headers (tar_member_info)", [("names.py", "tar_member_info")]),
+    ("labels to Python (RecordBatch.to_pylist)",
+     [("~", "<method 'to_pylist' of 'pyarrow.lib.RecordBatch' objects>")]),
+    ("read + validate source (read_dataset)", [("read.py", "read_dataset")]),
+    ("plan shards (plan_shards)", [("plan.py", "plan_shards")]),
+    ("metadata, labels, indexes, preview, card, manifest",
+     [("tables.py", "write_metadata"), ("tables.py", "write_label_tables"),
+      ("indexes.py", "write_indexes"), ("indexes.py", "build_manifest"),
+      ("preview.py", "write_preview"), ("card.py", "render_card")]),
 )
 
 
 def profile_pack(src: Path, out: Path, workdir: Path, env: dict) -> list[tuple[str, float]]:
     """cProfile of a 1-worker pack, by category. cProfile sees the main thread only: work that
-    shards.py hands to a helper thread shows up as time waiting on its queue."""
+    tar.py hands to its hash+write thread shows up as time waiting on its queue."""
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     os.sync()
@@ -487,7 +484,7 @@ def profile_pack(src: Path, out: Path, workdir: Path, env: dict) -> list[tuple[s
                     total += tt if suffix == "~" else ct
         rows.append((label, total))
         accounted += total
-    # Imports run lazily inside pack() (webdataset in write_shard, tqdm): importlib entry points
+    # Imports run lazily inside pack() (tqdm, the card's templates): importlib entry points
     # called from a sousa_wds function body (not the CLI's, which runs before pack()).
     lazy = 0.0
     for (file, _, name), (_, _, _, _, callers) in stats.items():
@@ -496,13 +493,13 @@ def profile_pack(src: Path, out: Path, workdir: Path, env: dict) -> list[tuple[s
                 if ("sousa_wds" in cfile and not cfile.endswith("cli.py")
                         and cname not in ("<module>", "render_card")):
                     lazy += cct
-    rows.append(("imports inside pack() (webdataset in write_shard, tqdm)", lazy))
+    rows.append(("imports inside pack() (tqdm, card)", lazy))
     accounted += lazy
     # The categories are disjoint, except that the small files' sha256 (fingerprint, manifest)
     # also count under their own stage; the C calls inside them are tiny.
     main = max((ct for (file, _, name), (_, _, tt, ct, _) in stats.items()
-                if file.endswith("pack.py") and name == "pack"), default=0.0)
-    rows.append(("other inside pack() (tarfile/TarWriter Python code, loops)", main - accounted))
+                if file.endswith("run.py") and name == "pack"), default=0.0)
+    rows.append(("other inside pack() (tarfile's Python code, loops)", main - accounted))
     rows.append(("= pack() total, inside the process", main))
     rows.append(("interpreter start + imports before pack()", wall - main))
     rows.append(("= whole process wall time, under cProfile", wall))
@@ -512,9 +509,6 @@ def profile_pack(src: Path, out: Path, workdir: Path, env: dict) -> list[tuple[s
 def cost_model(src: Path, out: Path) -> list[tuple[str, float]]:
     """The primitives a pack cannot avoid, timed alone on one core over the same media files."""
     import hashlib
-    import io
-
-    import soundfile
 
     files = sorted(p for top in ("audio", "midi") for p in (src / top).rglob("*") if p.is_file())
     flacs = [p for p in files if p.suffix == ".flac"]
@@ -532,11 +526,6 @@ def cost_model(src: Path, out: Path) -> list[tuple[str, float]]:
     for data in sample:
         hashlib.sha256(data).digest()
     rows.append(("one sha256 pass over all bytes", (time.perf_counter() - t) * scale))
-    t = time.perf_counter()
-    for data in sample:
-        soundfile.info(io.BytesIO(data))
-    per_file = (time.perf_counter() - t) / len(sample)
-    rows.append(("soundfile.info on every FLAC", per_file * len(flacs)))
     target = out / "cost-model.bin"
     t = time.perf_counter()
     with open(target, "wb") as fh:
