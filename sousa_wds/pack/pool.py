@@ -3,13 +3,13 @@
 How it works:
 - A `ProcessPoolExecutor` (forked on Linux, so workers keep the parent's imports) runs
   `tar.write_shard` per shard; results come back in completion order, the caller records them.
-  Tasks are submitted as workers free up, one per worker and one queued: each carries its
-  shard's samples (holding every task at once cost ~1 copy of the sample table at 100k
-  samples), and a second queued task per worker would wait for a worker that is only idle if
-  two finish at the same moment. The label table reaches workers once, as they start (forked:
-  inherited, not copied), and each worker records its own shard (`StateDir.record`): at 11k
-  samples a shard, records sent with each task and location rows sent back cost the parent
-  ~27 MB each.
+  Tasks are submitted as workers free up, one per worker and one queued: a second queued task
+  per worker would wait for a worker that is only idle if two finish at the same moment. A
+  task names its samples by position; the sample and label tables reach workers once, as they
+  start (forked: inherited, not copied), and each worker records its own shard
+  (`StateDir.record`): at 11k samples a shard, records sent with each task and location rows
+  sent back cost the parent ~27 MB each, and each task's own copy of its samples (taken and
+  pickled) ~24 MB of the parent's peak at 100k samples.
 - Workers ignore SIGINT: Ctrl-C in a terminal reaches the whole process group, and only the
   parent should act on it. They are started with SIGINT blocked, so no worker sees it before it
   is ignored. The parent then sets a shared `stop` event; each worker checks it between two
@@ -34,6 +34,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from ..errors import PackError
+from ..source import SampleTable
 from .state import Recorded, StateDir
 from .tar import ShardTask, write_shard
 
@@ -42,21 +43,22 @@ QUEUED = 1  # tasks submitted beyond one per worker
 
 
 def run_pool(tasks: Iterable[ShardTask], workers: int, progress: Callable[[int, int], None],
-             labels: pa.Table) -> Iterator[Recorded]:
+             labels: pa.Table, source: SampleTable) -> Iterator[Recorded]:
     """Write shards in worker processes, yielding each as it is done and recorded.
 
     Tasks are taken from `tasks` as workers free up (at most `workers + QUEUED` are
     submitted), so the parent never holds every shard's label records at once.
     `progress(samples, bytes)` gets the running totals of all workers. On any exit (an
     error, Ctrl-C, the caller closing the generator) the workers stop between two samples.
-    Workers take a task's label records from `labels` (inherited when forked) and write its
-    record themselves: neither records nor location rows go through the parent's queues.
+    Workers take a task's samples from `source` and its label records from `labels`
+    (inherited when forked) and write its record themselves: neither samples, records nor
+    location rows go through the parent's queues.
     """
     # fork keeps the parent's imports (pyarrow, soundfile); elsewhere the platform default.
     ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
     samples, nbytes, stop = ctx.Value("q", 0), ctx.Value("q", 0), ctx.Event()
     executor = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                   initargs=(samples, nbytes, stop, labels))
+                                   initargs=(samples, nbytes, stop, labels, source))
     todo = iter(tasks)
     pending: set[Future] = set()
     finished = threading.Event()
@@ -118,17 +120,17 @@ def _follow(progress: Callable[[int, int], None], samples, nbytes,
 _worker: tuple = ()
 
 
-def _init_worker(samples, nbytes, stop, labels: pa.Table) -> None:
+def _init_worker(samples, nbytes, stop, labels: pa.Table, source: SampleTable) -> None:
     """Workers leave Ctrl-C to the parent, which stops them through `stop`."""
     global _worker
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    _worker = (samples, nbytes, stop, labels)
+    _worker = (samples, nbytes, stop, labels, source)
 
 
 def _worker_progress(n: int, size: int) -> None:
-    samples, nbytes, _, _ = _worker
+    samples, nbytes, *_ = _worker
     with samples.get_lock():
         samples.value += n
     with nbytes.get_lock():
@@ -136,5 +138,6 @@ def _worker_progress(n: int, size: int) -> None:
 
 
 def _pool_write(task: ShardTask) -> Recorded:
-    result = write_shard(task, _worker_progress, stop=_worker[2].is_set, labels=_worker[3])
+    result = write_shard(task, _worker_progress, stop=_worker[2].is_set, labels=_worker[3],
+                         samples=_worker[4])
     return StateDir(Path(task.out_root)).record(result)

@@ -46,6 +46,7 @@ def run_ray(tasks: list[ShardTask], address: str | None,
             for ref in done:
                 task = pending.pop(ref)
                 yield _result(ray, ref, task)  # recorded by the caller before progress runs
+                assert task.samples is not None, "Ray tasks carry their samples"
                 progress(len(task.samples), task.samples.media_bytes())
     finally:
         for ref in pending:

@@ -43,7 +43,7 @@ from ..format import (
 )
 from ..io import write_bytes_atomic
 from ..preview import write_preview
-from ..source import SampleTable, SourceDataset, read_dataset
+from ..source import SourceDataset, read_dataset
 from .folder import check_apart, check_utf8, prepare_out
 from .indexes import build_manifest, write_indexes, write_manifest
 from .loose import check_loose_limits, write_loose
@@ -206,11 +206,9 @@ def _write_card_and_manifest(
 class _Tracker:
     """Counts samples and bytes done and hands snapshots to the caller's callback."""
 
-    def __init__(self, parts: Iterable[SampleTable], callback: ProgressCallback | None):
-        parts = list(parts)
+    def __init__(self, total: int, total_bytes: int, callback: ProgressCallback | None):
         self._callback = callback
-        self._total = sum(map(len, parts))
-        self._total_bytes = sum(part.media_bytes() for part in parts)
+        self._total, self._total_bytes = total, total_bytes
         self._lock = threading.Lock()
         self.samples = self.bytes = 0
         self.set(0, 0)
@@ -237,7 +235,7 @@ class Written:
 
 def _write_loose_layout(dataset: SourceDataset, plan: PackPlan, out: Path,
                         progress: ProgressCallback | None) -> Written:
-    tracker = _Tracker([dataset.samples], progress)
+    tracker = _Tracker(len(dataset.samples), dataset.samples.media_bytes(), progress)
     parts: dict[str, Iterable[MetadataPart]] = {}
     splits: dict[str, SplitCounts] = {}
     media: dict[str, str | None] = {}
@@ -265,28 +263,33 @@ def _write_shard_layout(
     remote = ray is not False and bool(todo)
 
     def task(shard: ShardPlan) -> ShardTask:
-        samples = shard.samples
-        # Ray tasks carry their label records; here and in forked workers they are taken
-        # from the label table as the shard is written.
-        return ShardTask(split=shard.split, name=shard.name, path=shard.path, samples=samples,
-                         source_root=str(dataset.root), out_root=str(out),
-                         records=dataset.label_rows(samples) if remote else None)
+        # Ray tasks carry their samples and label records; here and in forked workers they
+        # are taken from the dataset's tables as the shard is written.
+        samples = shard.samples if remote else None
+        return ShardTask(split=shard.split, name=shard.name, path=shard.path,
+                         positions=shard.positions, source_root=str(dataset.root),
+                         out_root=str(out), samples=samples,
+                         records=dataset.label_rows(samples) if samples is not None else None)
 
-    # Built as they are handed out: each holds a copy of its shard's samples.
     tasks = map(task, todo)
     recorded = {name: Recorded.of(r) for name, r in finished.items()}
     finished.clear()
-    tracker = _Tracker((s.samples for s in todo), progress)
+    # Counted by position: taking every shard's samples to count them is a copy of the table
+    # (24 MB at 100k samples).
+    tracker = _Tracker(sum(len(s.positions) for s in todo),
+                       sum(dataset.samples.media_bytes(s.positions) for s in todo), progress)
     if remote:
         from .ray_pool import run_ray
 
         done: Iterator[Recorded] = map(states.record, run_ray(
             list(tasks), None if ray is True else ray, tracker.add))
     elif workers <= 1 or len(todo) <= 1:
-        done = (states.record(write_shard(t, tracker.add, labels=dataset.labels))
+        done = (states.record(write_shard(t, tracker.add, labels=dataset.labels,
+                                          samples=dataset.samples))
                 for t in tasks)
     else:
-        done = run_pool(tasks, min(workers, len(todo)), tracker.set, dataset.labels)
+        done = run_pool(tasks, min(workers, len(todo)), tracker.set, dataset.labels,
+                        dataset.samples)
     for shard in done:
         recorded[shard.result.name] = shard
     shards = {split: plan.split_shards(split) for split in SPLITS}

@@ -151,7 +151,10 @@ class SampleTable(Sequence[SourceSample]):
         return SampleTable.from_columns(**{name: self.table.column(name)
                                            for name in ("key", "split", "row")})
 
-    def media_bytes(self) -> int:
-        """Source bytes of all media: the total a progress bar counts to."""
-        return sum(pc.sum(self.table.column(name)).as_py() or 0
-                   for name in ("audio_bytes", "midi_bytes"))
+    def media_bytes(self, positions: pa.Array | None = None) -> int:
+        """Source bytes of all media, or of the samples at `positions` (without taking the
+        whole rows): the total a progress bar counts to."""
+        columns = [self.table.column(name) for name in ("audio_bytes", "midi_bytes")]
+        if positions is not None:
+            columns = [pc.take(values, positions) for values in columns]
+        return sum(pc.sum(values).as_py() or 0 for values in columns)
