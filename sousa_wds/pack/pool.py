@@ -8,8 +8,7 @@ How it works:
   task names its samples by position; the sample and label tables reach workers once, as they
   start (forked: inherited, not copied), and each worker records its own shard
   (`StateDir.record`): at 11k samples a shard, records sent with each task and location rows
-  sent back cost the parent ~27 MB each, and each task's own copy of its samples (taken and
-  pickled) ~24 MB of the parent's peak at 100k samples.
+  sent back cost the parent ~27 MB each.
 - Workers ignore SIGINT: Ctrl-C in a terminal reaches the whole process group, and only the
   parent should act on it. They are started with SIGINT blocked, so no worker sees it before it
   is ignored. The parent then sets a shared `stop` event; each worker checks it between two

@@ -73,7 +73,7 @@ class ShardTask:
     out_root: str
     # Its samples (taken) and their label rows, in shard order; None: `write_shard` takes them
     # from the `samples` and `labels` tables it is given (a forked worker's, inherited from the
-    # parent instead of copied into every task: at 100k samples, ~24 MB of the parent's peak).
+    # parent instead of taken and pickled by the parent for every task).
     samples: SampleTable | None = None
     records: pa.Table | None = None
 
