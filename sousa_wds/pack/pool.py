@@ -11,11 +11,15 @@ How it works:
   sent back cost the parent ~27 MB each.
 - Workers ignore SIGINT: Ctrl-C in a terminal reaches the whole process group, and only the
   parent should act on it. They are started with SIGINT blocked, so no worker sees it before it
-  is ignored. The parent then sets a shared `stop` event; each worker checks it between two
+  is ignored. The parent then sets a shared `stop` flag; each worker checks it between two
   samples, removes its unfinished shard and returns, and the parent waits for them: no
   `Pool.terminate`, no worker killed while holding a queue lock, no tracebacks.
-- Progress: workers add to two shared counters; a thread in the parent reads them every
-  PROGRESS_INTERVAL_S and hands the totals on.
+- Progress: workers add to two shared counters under their locks; a thread in the parent reads
+  them every PROGRESS_INTERVAL_S, without the locks, and hands the totals on.
+- The parent never takes a lock a worker may hold: a worker that dies holding one (killed, or
+  terminated by the pool because another died) never releases it. A `multiprocessing.Event`
+  as the stop flag hung the parent in `stop.set()` when the pool terminated a worker inside
+  `is_set()`.
 """
 
 from __future__ import annotations
@@ -55,7 +59,10 @@ def run_pool(tasks: Iterable[ShardTask], workers: int, progress: Callable[[int, 
     """
     # fork keeps the parent's imports (pyarrow, soundfile); elsewhere the platform default.
     ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
-    samples, nbytes, stop = ctx.Value("q", 0), ctx.Value("q", 0), ctx.Event()
+    # The stop flag is a byte without a lock, and the parent reads the counters without theirs:
+    # a worker killed while holding a lock (SIGKILL, or the pool terminating it once another
+    # died) never releases it, and the parent must not wait for it.
+    samples, nbytes, stop = ctx.Value("q", 0), ctx.Value("q", 0), ctx.RawValue("b", 0)
     executor = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                    initargs=(samples, nbytes, stop, labels, source))
     todo = iter(tasks)
@@ -85,7 +92,7 @@ def run_pool(tasks: Iterable[ShardTask], workers: int, progress: Callable[[int, 
                 "kept: rerun with --resume, with fewer --workers if memory is short"
             ) from exc
     finally:
-        stop.set()
+        stop.value = 1
         for future in pending:
             future.cancel()
         executor.shutdown(wait=True, cancel_futures=True)
@@ -111,7 +118,7 @@ def _follow(progress: Callable[[int, int], None], samples, nbytes,
     """Hand the workers' counters to `progress` until `finished` is set."""
     while True:
         last = finished.wait(PROGRESS_INTERVAL_S)
-        progress(samples.value, nbytes.value)
+        progress(samples.get_obj().value, nbytes.get_obj().value)
         if last:
             return
 
@@ -136,7 +143,11 @@ def _worker_progress(n: int, size: int) -> None:
         nbytes.value += size
 
 
+def _stop_asked() -> bool:
+    return _worker[2].value != 0
+
+
 def _pool_write(task: ShardTask) -> Recorded:
-    result = write_shard(task, _worker_progress, stop=_worker[2].is_set, labels=_worker[3],
+    result = write_shard(task, _worker_progress, stop=_stop_asked, labels=_worker[3],
                          samples=_worker[4])
     return StateDir(Path(task.out_root)).record(result)

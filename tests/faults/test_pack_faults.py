@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -380,3 +381,35 @@ def test_loose_files_with_long_keys_have_short_enough_temp_names(tmp_path: Path)
     place(final, b"fLaC data")
     assert final.read_bytes() == b"fLaC data"
     assert os.listdir(final.parent) == [final.name]
+
+
+def test_a_worker_killed_holding_a_shared_lock_does_not_hang_the_parent(
+    example_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that dies holding a lock it shares with the parent never releases it; the
+    parent must still name the death instead of waiting forever."""
+    from sousa_wds.pack import pool
+
+    real = pool.write_shard
+
+    def killed_holding_the_progress_lock(task, *args, **kwargs):
+        if task.name.endswith("-00002.tar"):
+            pool._worker[0].get_lock().acquire()  # the samples counter's lock, never released
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(task, *args, **kwargs)
+
+    monkeypatch.setattr(pool, "write_shard", killed_holding_the_progress_lock)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            pack(example_dataset, tmp_path / "out", max_samples_per_shard=2, workers=2)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(120)
+    assert not thread.is_alive(), "pack hung on a lock its killed worker held"
+    assert len(errors) == 1 and isinstance(errors[0], PackError), errors
+    assert "worker process died" in str(errors[0])
