@@ -26,7 +26,7 @@ How it works:
 - Sample rate, channels and frame count come from the media check (`SourceSample`), which
   opened every FLAC with libsndfile already; the read checks that the file is still the one
   checked (size, mtime, inode).
-One sample's media is read at a time; the writer thread holds at most a few queued blocks.
+One sample's media is read at a time; the hashing and writing threads hold a few queued blocks.
 """
 
 from __future__ import annotations
