@@ -209,9 +209,14 @@ class _HashingWriter(io.RawIOBase):
             raise self._error
 
     def _hash(self) -> None:
+        # Both stages keep passing blocks on after an error, so lent buffers come back and no
+        # put on a full queue waits forever; the error is raised on the main thread.
         while (block := self._to_hash.get()) is not None:
-            if not isinstance(block, _Lent):
-                self.sha256.update(block)
+            if not isinstance(block, _Lent) and self._error is None:
+                try:
+                    self.sha256.update(block)
+                except BaseException as exc:
+                    self._error = exc
             self._to_write.put(block)
         self._to_write.put(None)
 
