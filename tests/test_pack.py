@@ -452,3 +452,29 @@ def test_a_lent_read_buffer_is_reused_only_after_the_writer_thread_wrote_it() ->
     assert raw.getvalue() == expected
     assert sink.sha256.hexdigest() == hashlib.sha256(expected).hexdigest()
     assert all(b is lent[0] for b in lent[:7]) and lent[7] is not lent[0]
+
+
+def test_shard_tasks_carry_only_their_own_positions(
+    example_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task is pickled to a worker: it names its samples by position (the worker takes them
+    from its forked tables), and an Arrow slice would pickle the split's whole array."""
+    from sousa_wds.pack import run
+
+    seen: list = []
+    real = run.run_pool
+
+    def watched(tasks, *args):
+        def each():
+            for task in tasks:
+                seen.append(task)
+                yield task
+        return real(each(), *args)
+
+    monkeypatch.setattr(run, "run_pool", watched)
+    pack(example_dataset, tmp_path / "out", max_samples_per_shard=2, workers=2)
+    assert len(seen) > 2
+    for task in seen:
+        assert task.samples is None and task.records is None
+        assert task.positions.offset == 0
+        assert task.positions.buffers()[1].size == 8 * len(task.positions)

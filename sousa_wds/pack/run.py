@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import pyarrow as pa
+
 from ..card import DEFAULT_REPO_ID, render_card
 from ..errors import PackError
 from ..format import (
@@ -266,8 +268,11 @@ def _write_shard_layout(
         # Ray tasks carry their samples and label records; here and in forked workers they
         # are taken from the dataset's tables as the shard is written.
         samples = shard.samples if remote else None
+        # Compacted: the plan's positions are slices of the split's, and a slice pickles with
+        # its whole parent buffer (800 KB a task for a 100k-sample split instead of 5 KB).
         return ShardTask(split=shard.split, name=shard.name, path=shard.path,
-                         positions=shard.positions, source_root=str(dataset.root),
+                         positions=pa.concat_arrays([shard.positions]),
+                         source_root=str(dataset.root),
                          out_root=str(out), samples=samples,
                          records=dataset.label_rows(samples) if samples is not None else None)
 

@@ -155,6 +155,7 @@ class _HashingWriter(io.RawIOBase):
         for _ in range(self.BUFFERS):
             self._free.put(_Lent())
         self._error: BaseException | None = None
+        self._ended = False  # the end (None) is queued
         self._threads = [threading.Thread(target=stage, daemon=True)
                          for stage in (self._hash, self._write)]
         for thread in self._threads:
@@ -198,12 +199,14 @@ class _HashingWriter(io.RawIOBase):
             self._buffer.clear()
 
     def close(self) -> None:
-        """Flush the last block and wait until everything is hashed and written."""
-        if self._threads[0].is_alive():
+        """Flush the last block and wait until everything is hashed and written. Called again
+        after a Ctrl-C in the first call, it still waits for both threads before `raw` closes."""
+        if not self._ended:
             self._flush_buffer()
             self._to_hash.put(None)
-            for thread in self._threads:
-                thread.join()
+            self._ended = True
+        for thread in self._threads:
+            thread.join()
         super().close()
         if self._error is not None:
             raise self._error
