@@ -162,7 +162,7 @@ def pack(
         splits, media = written.splits, written.media
         sources = {table: dataset.label_path(table) for table in LABEL_TABLES}
         split_of = split_lookup(dataset.samples)
-        # What is left needs each sample's split, not the label and sample tables (43 MB at
+        # What is left needs each sample's split, not the label and sample tables (45 MB at
         # 100k samples): they go before the preview's row groups of FLAC (~3x a row group)
         # and the label tables' Parquet writers fill up.
         del dataset, written

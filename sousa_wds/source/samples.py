@@ -147,7 +147,7 @@ class SampleTable(Sequence[SourceSample]):
     def identities(self) -> SampleTable:
         """The same samples, in the same rows, with only key, split and label row kept (media
         fields empty): all a pack needs of them once their media are written (at 100k
-        samples, 26.5 -> 10.6 MB of buffers)."""
+        samples, 28.9 -> 13.0 MB of buffers; the emptied number columns are zeros, not absent)."""
         return SampleTable.from_columns(**{name: self.table.column(name)
                                            for name in ("key", "split", "row")})
 
