@@ -8,7 +8,6 @@ and every release has one schema.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -162,7 +161,7 @@ def castable(source: pa.DataType, target: pa.DataType) -> bool:
 def conform(data: pa.Table | pa.RecordBatch, columns: dict[str, pa.DataType]):
     """Select `columns` in order, cast to their canonical types, NaN and ±Infinity to null.
 
-    JSON has no NaN or Infinity (`json_safe`), so the Parquet files hold null there too: a
+    JSON has no NaN or Infinity (`encode_record`), so the Parquet files hold null there too: a
     value reads the same from `{key}.json` and from the metadata.
     """
     import pyarrow.compute as pc  # here, not at the top: verify never needs it (~0.09 s)
@@ -180,18 +179,19 @@ def conform(data: pa.Table | pa.RecordBatch, columns: dict[str, pa.DataType]):
     return pa.table(arrays, names=list(columns))
 
 
-def json_safe(value: Any) -> Any:
-    """Nulls stay null and NaN/Infinity become null, so records are strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+# One encoder for every record: `json.dumps` with options builds a new one per call (20% of
+# the encoding time of a ~40-field record).
+_RECORD_ENCODER = json.JSONEncoder(sort_keys=True, allow_nan=False, separators=(",", ":"),
+                                   ensure_ascii=False)
 
 
 def encode_record(record: Mapping[str, Any]) -> bytes:
-    """The bytes of {key}.json: strict JSON, keys sorted, compact, UTF-8."""
-    clean = {k: json_safe(v) for k, v in record.items()}
-    return json.dumps(clean, sort_keys=True, allow_nan=False, separators=(",", ":"),
-                      ensure_ascii=False).encode("utf-8")
+    """The bytes of {key}.json: strict JSON, keys sorted, compact, UTF-8.
+
+    Records come from tables made by `conform`, where NaN and Infinity are already null: one
+    that is not raises here rather than being written as invalid JSON.
+    """
+    return _RECORD_ENCODER.encode(record).encode("utf-8")
 
 __all__ = [
     "SAMPLE_COLUMNS",
@@ -205,6 +205,5 @@ __all__ = [
     "METADATA_SCHEMA",
     "castable",
     "conform",
-    "json_safe",
     "encode_record",
 ]
