@@ -278,6 +278,33 @@ def test_repeated_stroke_index(dataset_copy: Path) -> None:
     assert f"{first} index {index}" in message
 
 
+ORDERS = ["in order", "reversed", "shuffled", "a gap wider than the slack", "unknown and null"]
+
+
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("batch_rows", [1, 7, 1000])
+def test_label_row_lookup_gives_what_a_full_lookup_gives(order: str, batch_rows: int) -> None:
+    """`_RowKeys` looks a batch's samples up near the last batch's first: whatever the row
+    order, each row gets its position among all samples, as `index_in` over all of them."""
+    import random
+
+    known = pa.array([f"s{i:04d}" for i in range(500)])
+    ids: list[str | None] = [f"s{i:04d}" for i in range(500) for _ in range(i % 4)]
+    if order == "reversed":
+        ids.reverse()
+    elif order == "shuffled":
+        random.Random(0).shuffle(ids)
+    elif order == "a gap wider than the slack":
+        ids = [i for i in ids if not "s0100" <= i < f"s{100 + checks.LOOKUP_SLACK + 5:04d}"]
+    elif order == "unknown and null":
+        ids[3:3] = ["ghost", None, "ghost"]
+        ids[len(ids) // 2:len(ids) // 2] = [None]
+    keys = checks._RowKeys(known)
+    for start in range(0, len(ids), batch_rows):
+        batch = pa.array(ids[start:start + batch_rows], pa.string())
+        assert keys._codes(batch).to_pylist() == pc.index_in(batch, value_set=known).to_pylist()
+
+
 def test_damaged_media_is_caught_before_packing(dataset_copy: Path) -> None:
     samples = _labels(dataset_copy, "samples")
     audio = samples.column("audio_path")[2].as_py()
