@@ -74,6 +74,10 @@ class Problems:
         if items:
             self.messages.append(f"{what} ({len(items)}):{listing(items)}\n  fix: {fix}")
 
+    def extend(self, other: Problems) -> None:
+        """Add the problems `other` collected, after these."""
+        self.messages += other.messages
+
     def raise_if_any(self, error: type[SousaWdsError], subject: str) -> None:
         """Raise `error` saying `subject` (e.g. "DIR is not a valid SOUSA dataset") and why."""
         if self.messages:

@@ -6,6 +6,8 @@ How it works:
   starting fresh interpreters would cost more than these jobs save.
 - Processes, not threads: the jobs mix GIL-free calls (hashing, libsndfile, file reads) with
   Python that holds the GIL between them, and two threads measured no faster than one.
+- The processes are forked when the pool is made, by the calling thread, so a caller may run
+  its own threads beside the pool (`check` reads label tables while the media are checked).
 - Workers ignore Ctrl-C, which the terminal sends to the whole process group: the parent gets
   the KeyboardInterrupt, and since workers only read, stopping them loses nothing.
 - A worker that dies (killed, out of memory, a crash in a C library on a hostile file) raises
@@ -36,7 +38,11 @@ def process_map(workers: int, died: SousaWdsError) -> Iterator[Callable[..., Ite
         return
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
                                initializer=_ignore_sigint)
+    # A fork pool starts all its processes at the first submit: do it now, in the caller's
+    # thread, before the caller starts threads of its own (a child forked while another
+    # thread holds a lock could wait on it forever).
     try:
+        pool.submit(int)
         yield pool.map
     except BrokenProcessPool as exc:
         raise died from exc

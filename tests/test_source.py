@@ -278,6 +278,25 @@ def test_repeated_stroke_index(dataset_copy: Path) -> None:
     assert f"{first} index {index}" in message
 
 
+def test_problems_are_listed_label_files_first_then_rules_then_media(dataset_copy: Path) -> None:
+    """The stroke and measure checks run while the media are checked; the report keeps its
+    order all the same: label rows, then the split and group rules, then the media."""
+    ids = _labels(dataset_copy, "strokes").column("sample_id").to_pylist()
+    ids[-1] = "ghost_sample"
+    _set_column(dataset_copy, "strokes", "sample_id", ids)
+    splits = json.loads((dataset_copy / "splits.json").read_text())
+    lost = splits["test_profile_ids"].pop()
+    (dataset_copy / "splits.json").write_text(json.dumps(splits))
+    rel = _labels(dataset_copy, "samples").column("audio_path")[5].as_py()
+    (dataset_copy / rel).unlink()
+    message = _error(dataset_copy)
+    assert lost in message
+    found = [message.index(what) for what in
+             ("rows for unknown samples", "profiles in no split",
+              "audio files that do not exist")]
+    assert found == sorted(found), message
+
+
 ORDERS = ["in order", "reversed", "shuffled", "a gap wider than the slack", "unknown and null"]
 
 

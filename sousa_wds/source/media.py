@@ -23,7 +23,9 @@ from __future__ import annotations
 import array
 import os
 import stat
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
@@ -123,29 +125,53 @@ PROBE_WINDOW = 64 * PROBE_BATCH
 def probe_media(
     root: str, audio: pa.Array | pa.ChunkedArray, midi: pa.Array | pa.ChunkedArray, *,
     deep: bool = False, progress: Callable[[int], None] | None = None,
+    meanwhile: Callable[[], None] | None = None,
 ) -> MediaReport:
     """Check each path given, as often as it is listed (a problem is reported once); a null
     MIDI path is skipped (`checks.group_midi` reports it). `progress(n)` after every n files
-    checked."""
+    checked.
+
+    `meanwhile()` runs in this thread while the worker processes check the files (a helper
+    thread hands them out): `read_dataset` checks the stroke and measure tables then, which at
+    full scale take about as long as the media. If it raises, the check stops after the
+    batches in progress.
+    """
     probe = _Probe(root, deep)
     report = MediaReport()
     died = DatasetError(f"a process checking the media files of {root} died (killed, out of "
                         "memory, or libsndfile crashed on a damaged file); run `sousa-wds "
                         "check` again")
     workers = min(os.cpu_count() or 1, -(-(len(audio) + len(midi)) // PROBE_BATCH))
-    with process_map(workers, died) as run_all:
+    stop = threading.Event()
+
+    def check_all(run_all: Callable[..., Iterable]) -> None:
         for paths, is_audio, facts in ((audio, True, report.audio), (midi, False, report.midi)):
             for start in range(0, len(paths), PROBE_WINDOW):
                 window = paths[start:start + PROBE_WINDOW].to_pylist()
                 batches = [[(rel, is_audio) for rel in window[i:i + PROBE_BATCH]]
                            for i in range(0, len(window), PROBE_BATCH)]
                 for batch, results in zip(batches, run_all(probe.check_all, batches)):
+                    if stop.is_set():
+                        return
                     for size, mtime_ns, kind, item, stream in results:
                         facts.append(size, mtime_ns, stream)
                         if kind:
                             report.add(kind, item)
                     if progress is not None:
                         progress(len(batch))
+
+    with process_map(workers, died) as run_all:
+        if meanwhile is None:
+            check_all(run_all)
+            return report
+        with ThreadPoolExecutor(1, thread_name_prefix="media-check") as helper:
+            checked = helper.submit(check_all, run_all)
+            try:
+                meanwhile()
+                checked.result()  # a worker's death surfaces here, inside process_map: `died`
+            except BaseException:
+                stop.set()
+                raise
     return report
 
 

@@ -5,7 +5,8 @@ How it works:
   canonical column types of `sousa_wds.format`, NaN turned into null, and joined on
   `sample_id` into one label table. `strokes` and `measures` are streamed page by page to
   check them (`checks.label_rows`) and never held: at full scale they hold tens of millions of
-  rows, and the packer streams them again in source row order.
+  rows, and the packer streams them again in source row order. They are checked in this
+  thread while worker processes check the media files (`media.probe_media(meanwhile=...)`).
 - A sample's split comes from its `profile_id` through `splits.json`; its MIDI from its own
   `midi_path` or, when that is null, from the one row of its augmentation group that has it.
 - Every rule (`checks.py`, `media.py`) runs before anything is returned, and all problems
@@ -148,18 +149,24 @@ def read_dataset(
     labels = _join_labels(root, samples, exercises, problems)
     del samples, exercises  # the join holds what it needs: the exercise table is a copy
     problems.raise_if_any(DatasetError, subject)
-    known = labels.column("sample_id").combine_chunks()
-    for table, parquet in label_files.items():
-        assert parquet is not None
-        checks.label_rows(parquet, root / "labels" / f"{table}.parquet",
-                          LABEL_TABLE_COLUMNS[table], known, problems)
-        _release_decode_buffers()
-    del known
-    checks.profiles_in_splits(labels, split_of, problems)
-    midi = checks.group_midi(labels, problems)
+    rules = Problems()  # found first, listed after the label rows' problems (the files' order)
+    checks.profiles_in_splits(labels, split_of, rules)
+    midi = checks.group_midi(labels, rules)
     labels, ordered = _sample_order(labels, split_of, midi)
     del midi  # and the label table's path columns: `ordered` holds them sorted
-    return _build(root, labels, ordered, problems, deep, progress)
+
+    def check_label_rows() -> None:
+        """While the media are checked: at full scale (~45M stroke and measure rows) the two
+        take about as long, and this runs on the cores the media workers leave."""
+        known = labels.column("sample_id").combine_chunks()
+        for table, parquet in label_files.items():
+            assert parquet is not None
+            checks.label_rows(parquet, root / "labels" / f"{table}.parquet",
+                              LABEL_TABLE_COLUMNS[table], known, problems)
+            _release_decode_buffers()
+        problems.extend(rules)
+
+    return _build(root, labels, ordered, problems, deep, progress, meanwhile=check_label_rows)
 
 
 def _compact(batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -256,9 +263,10 @@ def _sample_order(labels: pa.Table, split_of: dict[str, str], midi_paths: pa.Arr
 
 def _build(
     root: Path, labels: pa.Table, ordered: Columns, problems: Problems, deep: bool,
-    progress: Callable[[int], None] | None,
+    progress: Callable[[int], None] | None, meanwhile: Callable[[], None],
 ) -> SourceDataset:
-    """Check every media file of the `ordered` samples, then the samples as columns.
+    """Check every media file of the `ordered` samples, running `meanwhile` as they are, then
+    the samples as columns.
 
     Each row's audio path is checked where it is (the generator writes one file per sample;
     a path listed twice is checked twice): dictionary-encoding 100k distinct paths would copy
@@ -267,7 +275,8 @@ def _build(
     """
     audio = ordered["audio_path"]
     group_midi = pc.dictionary_encode(ordered["midi_path"], null_encoding="encode")
-    media = probe_media(str(root), audio, group_midi.dictionary, deep=deep, progress=progress)
+    media = probe_media(str(root), audio, group_midi.dictionary, deep=deep, progress=progress,
+                        meanwhile=meanwhile)
     report_problems(media, problems)
     problems.raise_if_any(DatasetError, f"{root} is not a valid SOUSA dataset")
 

@@ -3,6 +3,7 @@ that lists the file, before OUT exists, and never hangs or ends in a traceback."
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -256,6 +257,7 @@ def test_a_media_check_process_that_dies_is_a_named_error(
     parent = os.getpid()
     real = media._Probe.check_all
 
+    @functools.wraps(real)  # workers unpickle the method by its name
     def die_in_worker(self, tasks):
         if os.getpid() != parent:
             os.kill(os.getpid(), 9)
@@ -268,3 +270,33 @@ def test_a_media_check_process_that_dies_is_a_named_error(
                        match=re.escape(f"checking the media files of {dataset_copy} died")):
         read_dataset(dataset_copy)
     assert main(["check", str(dataset_copy)]) == 1
+
+
+@pytest.mark.parametrize("cpus", [1, 2])
+def test_ctrl_c_while_label_rows_are_checked_stops_the_media_check(
+        dataset_copy: Path, monkeypatch: pytest.MonkeyPatch, cpus: int) -> None:
+    """The stroke and measure tables are checked while the media are: a Ctrl-C there stops
+    the media check after the batches in progress instead of waiting for every file."""
+    import time
+
+    from sousa_wds.source import checks, media
+
+    real = media._Probe.check_all
+
+    @functools.wraps(real)  # workers unpickle the method by its name
+    def slow(self, tasks):
+        time.sleep(0.05)
+        return real(self, tasks)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(media, "PROBE_BATCH", 1)
+    monkeypatch.setattr(media.os, "cpu_count", lambda: cpus)
+    monkeypatch.setattr(media._Probe, "check_all", slow)
+    monkeypatch.setattr(checks, "label_rows", interrupted)
+    files = len(list((dataset_copy / "audio").rglob("*.flac")))
+    checked: list[int] = []
+    with pytest.raises(KeyboardInterrupt):
+        read_dataset(dataset_copy, progress=checked.append)
+    assert len(checked) <= 2 * cpus < files
