@@ -6,7 +6,10 @@ folder costs seconds and no disk. Then, at 1/10 and full size, it runs `read_dat
 processes (median of `--repeats`), and `sousa-wds check` and `sousa-wds pack` (default workers)
 under bench_pack's process watcher (GNU time + /proc VmHWM of every descendant), and prints the
 issue 10 targets: every process <= 200 MB at full size, and flat (full / tenth <= 1.1x).
-`--no-pack` skips the packs (they write ~`--samples` x 20 KB).
+`--no-pack` skips the packs (they write ~`--samples` x 20 KB). `--full-labels` gives every sample
+the stroke and measure rows of the generator's full set (350 and 100 a sample: 35M and 10M rows
+at 100k samples, the base's rows tiled and renumbered) instead of the short base
+performances' ~2.5 and ~1: what the label checks and label tables cost at the real scale.
 
     python benchmarks/bench_check.py --samples 100000
 """
@@ -23,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -45,16 +49,37 @@ def _suffixed(column: pa.ChunkedArray, suffix: str) -> pa.ChunkedArray:
                                        pa.scalar("", column.type))
 
 
-def replicate(base: Path, out: Path, copies: int) -> None:
-    """`copies` copies of `base`'s samples, each copy with its own profiles and file links."""
+FULL_ROWS = {"strokes": 350, "measures": 100}  # rows a sample in the generator's full set
+
+
+def _tiled(rows: pa.Table, ids: pa.ChunkedArray, per_sample: int) -> pa.Table:
+    """`per_sample` rows for each of `ids`, values tiled from `rows`, indexes 0..n-1."""
+    need = len(ids) * per_sample
+    table = pa.concat_tables([rows] * (need // rows.num_rows + 1)).slice(0, need)
+    index = pa.array(np.tile(np.arange(per_sample), len(ids)))
+    sample_id = pc.take(ids, pa.array(np.repeat(np.arange(len(ids)), per_sample)))
+    table = table.set_column(table.column_names.index("index"), "index", index)
+    return table.set_column(table.column_names.index("sample_id"), "sample_id", sample_id)
+
+
+def replicate(base: Path, out: Path, copies: int, full_labels: bool = False) -> None:
+    """`copies` copies of `base`'s samples, each copy with its own profiles and file links;
+    with `full_labels`, FULL_ROWS stroke and measure rows a sample (written a copy at a time)."""
     splits = json.loads((base / "splits.json").read_text())
     new_splits = {k: [] for k in splits if k.endswith("_profile_ids")}
     tables: dict[str, list[pa.Table]] = {n: [] for n in ("samples", "exercises", "measures",
                                                          "strokes")}
     source = {n: pq.read_table(base / "labels" / f"{n}.parquet") for n in tables}
+    (out / "labels").mkdir(parents=True)
+    streamed = {name: pq.ParquetWriter(out / "labels" / f"{name}.parquet", source[name].schema)
+                for name in (FULL_ROWS if full_labels else ())}
     for c in range(copies):
         suffix = f"_c{c:04d}"
         for name, table in source.items():
+            if name in streamed:
+                sample_ids = _suffixed(source["samples"].column("sample_id"), suffix)
+                streamed[name].write_table(_tiled(table, sample_ids, FULL_ROWS[name]))
+                continue
             ids = _suffixed(table.column("sample_id"), suffix)
             table = table.set_column(table.column_names.index("sample_id"), "sample_id", ids)
             if name == "samples":
@@ -69,9 +94,11 @@ def replicate(base: Path, out: Path, copies: int) -> None:
         for key, profiles in splits.items():
             if key in new_splits:
                 new_splits[key] += [p + suffix for p in profiles]
-    (out / "labels").mkdir(parents=True)
+    for writer in streamed.values():
+        writer.close()
     for name, parts in tables.items():
-        pq.write_table(pa.concat_tables(parts), out / "labels" / f"{name}.parquet")
+        if name not in streamed:
+            pq.write_table(pa.concat_tables(parts), out / "labels" / f"{name}.parquet")
     (out / "splits.json").write_text(json.dumps(new_splits))
     for folder in ("audio", "midi"):
         for path in (base / folder).rglob("*.*"):
@@ -113,6 +140,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-pack", action="store_true", help="skip the pack runs")
+    parser.add_argument("--full-labels", action="store_true",
+                        help="350 stroke and 100 measure rows a sample, as the full dataset")
     args = parser.parse_args()
     cli = [sys.executable, "-m", "sousa_wds.cli"]
     print(f"load average at start: {os.getloadavg()}")
@@ -126,7 +155,7 @@ def main() -> None:
         for total in (args.samples // 10, args.samples):
             root = Path(tmp, f"x{total}")
             started = time.perf_counter()
-            replicate(base, root, max(1, total // BASE_SAMPLES))
+            replicate(base, root, max(1, total // BASE_SAMPLES), args.full_labels)
             built = time.perf_counter() - started
             seconds, rss = time_read(root, args.repeats)
             check_s, check_mb = watched([*cli, "check", str(root)])
