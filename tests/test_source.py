@@ -404,10 +404,14 @@ def test_measures_in_any_row_order_are_accepted(dataset_copy: Path) -> None:
     assert len(read_dataset(dataset_copy).samples) == 40
 
 
-def test_packed_labels_keep_the_source_row_order(dataset_copy: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("batch_rows", [65_536, 7])  # 7: most batches hold one split's rows
+def test_packed_labels_keep_the_source_row_order(dataset_copy: Path, tmp_path: Path,
+                                                 batch_rows: int,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     from sousa_wds.format import labels_path
-    from sousa_wds.pack import pack
+    from sousa_wds.pack import pack, tables
 
+    monkeypatch.setattr(tables, "STREAM_BATCH_ROWS", batch_rows)
     source = _as_buzz_rolls(dataset_copy)
     pack(dataset_copy, tmp_path / "out", workers=1, progress=False)
     split_of = {s.key: s.split for s in read_dataset(dataset_copy).samples}
@@ -417,6 +421,8 @@ def test_packed_labels_keep_the_source_row_order(dataset_copy: Path, tmp_path: P
         expected = source.filter(keep)
         assert packed.column("sample_id").to_pylist() == expected.column("sample_id").to_pylist()
         assert packed.column("index").to_pylist() == expected.column("index").to_pylist()
+        assert packed.column("timing_error_ms").to_pylist() == \
+            expected.column("timing_error_ms").to_pylist()
 
 
 @pytest.mark.parametrize("batch_rows", [65_536, 5])
