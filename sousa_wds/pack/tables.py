@@ -43,6 +43,7 @@ ROW_GROUP_SIZE = 10_000
 METADATA_PIECE_ROWS = 2_500  # metadata rows built at a time (labels taken, columns joined)
 STREAM_BATCH_ROWS = 16_384  # bounds memory: a few MB of stroke rows at a time
 LABEL_ROW_GROUP_ROWS = 131_072  # stroke rows per row group: ~2 MB, a few hundred per split
+PENDING_IPC = pa.ipc.IpcWriteOptions(compression="lz4")  # label rows waiting for a row group
 PARQUET_OPTIONS = {"compression": "zstd", "write_statistics": True, "store_schema": True}
 
 # (inode, size, mtime) of a label file: how a change since the check is noticed.
@@ -129,27 +130,39 @@ def _pieces(parts: Iterable[MetadataPart]) -> Iterator[MetadataPart]:
 
 
 class _LabelSplitWriter:
-    """One split's label table: batches gathered into row groups, written under a temp name."""
+    """One split's label table: batches gathered into row groups, written under a temp name.
+
+    A row group's rows wait LZ4-compressed (an Arrow IPC stream in memory) until it is full:
+    the three splits fill theirs at once, and 131k stroke rows are ~20 MB as Arrow columns.
+    The row group is decompressed and written whole, in the same batches: the same bytes.
+    """
 
     def __init__(self, final: Path, schema: pa.Schema) -> None:
         self.final = final
         self.temp = temp_sibling(final)
         self.temp.parent.mkdir(parents=True, exist_ok=True)
+        self._schema = schema
         self._writer = pq.ParquetWriter(self.temp, schema, **PARQUET_OPTIONS)
-        self._pending: list[pa.RecordBatch] = []
+        self._pending: pa.BufferOutputStream | None = None
+        self._batches: pa.ipc.RecordBatchStreamWriter | None = None
         self._rows = 0
 
     def add(self, batch: pa.RecordBatch) -> None:
-        self._pending.append(batch)
+        if self._batches is None:
+            self._pending = pa.BufferOutputStream()
+            self._batches = pa.ipc.new_stream(self._pending, self._schema, options=PENDING_IPC)
+        self._batches.write_batch(batch)
         self._rows += batch.num_rows
         if self._rows >= LABEL_ROW_GROUP_ROWS:
             self._flush()
 
     def _flush(self) -> None:
-        if self._pending:
-            self._writer.write_table(pa.Table.from_batches(self._pending),
-                                     row_group_size=LABEL_ROW_GROUP_ROWS)
-            self._pending, self._rows = [], 0
+        if self._batches is not None and self._pending is not None:
+            self._batches.close()
+            rows = pa.ipc.open_stream(self._pending.getvalue()).read_all()
+            self._batches = self._pending = None
+            self._writer.write_table(rows, row_group_size=LABEL_ROW_GROUP_ROWS)
+            self._rows = 0
 
     def finish(self) -> None:
         self._flush()

@@ -299,4 +299,4 @@ def test_ctrl_c_while_label_rows_are_checked_stops_the_media_check(
     checked: list[int] = []
     with pytest.raises(KeyboardInterrupt):
         read_dataset(dataset_copy, progress=checked.append)
-    assert len(checked) <= 2 * cpus < files
+    assert len(checked) < files // 4  # without the stop: every file (48 with the MIDI)
