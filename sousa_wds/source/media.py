@@ -132,9 +132,9 @@ def probe_media(
     checked.
 
     `meanwhile()` runs in this thread while the worker processes check the files (a helper
-    thread hands them out): `read_dataset` checks the stroke and measure tables then, which at
-    full scale take about as long as the media. If it raises, the check stops after the
-    batches in progress.
+    thread hands them out, and calls `progress`): `read_dataset` checks the stroke and measure
+    tables then, which at full scale take about as long as the media. If it raises, the check
+    stops after the batches in progress.
     """
     probe = _Probe(root, deep)
     report = MediaReport()
@@ -165,8 +165,8 @@ def probe_media(
             check_all(run_all)
             return report
         with ThreadPoolExecutor(1, thread_name_prefix="media-check") as helper:
-            checked = helper.submit(check_all, run_all)
             try:
+                checked = helper.submit(check_all, run_all)
                 meanwhile()
                 checked.result()  # a worker's death surfaces here, inside process_map: `died`
             except BaseException:

@@ -125,7 +125,8 @@ def read_dataset(
     """Read and validate the dataset at `root`; raise DatasetError listing every problem.
 
     `deep` decodes every FLAC in full (minutes per 10k files) instead of its last frames;
-    `progress(n)` is called as media files are checked.
+    `progress(n)` is called as media files are checked, from a helper thread (the label tables
+    are checked in this one meanwhile).
     """
     root = Path(root).absolute()
     checks.check_root(root)
