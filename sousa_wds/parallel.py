@@ -9,7 +9,8 @@ How it works:
 - The processes are forked when the pool is made, by the calling thread, so a caller may run
   its own threads beside the pool (`check` reads label tables while the media are checked).
 - Workers ignore Ctrl-C, which the terminal sends to the whole process group: the parent gets
-  the KeyboardInterrupt, and since workers only read, stopping them loses nothing.
+  the KeyboardInterrupt and terminates them (they only read: stopping them loses nothing)
+  instead of waiting for their batches.
 - A worker that dies (killed, out of memory, a crash in a C library on a hostile file) raises
   the caller's named error, not a raw `BrokenProcessPool`.
 """
@@ -36,16 +37,27 @@ def process_map(workers: int, died: SousaWdsError) -> Iterator[Callable[..., Ite
     if workers <= 1 or sys.platform != "linux":
         yield map
         return
+    before = set(multiprocessing.active_children())
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
                                initializer=_ignore_sigint)
+    started: list[multiprocessing.process.BaseProcess] = []
     # A fork pool starts all its processes at the first submit: do it now, in the caller's
     # thread, before the caller starts threads of its own (a child forked while another
     # thread holds a lock could wait on it forever).
     try:
         pool.submit(int)
+        started = [p for p in multiprocessing.active_children() if p not in before]
         yield pool.map
     except BrokenProcessPool as exc:
         raise died from exc
+    except BaseException:
+        # Stopped (Ctrl-C) or failed: the workers only read, so end them now. A graceful
+        # shutdown waits for the batches they run, and a second Ctrl-C inside it could leave
+        # them waiting forever for the sentinel it was sending (the interpreter then joins
+        # them at exit: measured, 8 hangs in 40 double Ctrl-Cs).
+        for process in started:
+            process.terminate()
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

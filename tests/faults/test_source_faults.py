@@ -300,3 +300,23 @@ def test_ctrl_c_while_label_rows_are_checked_stops_the_media_check(
     with pytest.raises(KeyboardInterrupt):
         read_dataset(dataset_copy, progress=checked.append)
     assert len(checked) < files // 4  # without the stop: every file (48 with the MIDI)
+
+
+def test_an_interrupted_process_map_ends_its_workers_without_waiting_for_them() -> None:
+    """Ctrl-C inside `process_map` ends the (read-only) workers at once: a graceful shutdown
+    would wait for their running tasks, and a second Ctrl-C during it could leave them blocked
+    forever, hanging the interpreter's exit."""
+    import multiprocessing
+    import time
+
+    from sousa_wds.parallel import process_map
+
+    before = set(multiprocessing.active_children())
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt), process_map(2, DatasetError("died")) as run_all:
+        run_all(time.sleep, [90, 90])  # both workers busy for a minute and a half
+        workers = [p for p in multiprocessing.active_children() if p not in before]
+        raise KeyboardInterrupt
+    assert len(workers) == 2
+    assert not any(p.is_alive() for p in workers)
+    assert time.monotonic() - started < 60
