@@ -157,12 +157,13 @@ class _LabelSplitWriter:
             self._flush()
 
     def _flush(self) -> None:
-        if self._batches is not None and self._pending is not None:
-            self._batches.close()
-            rows = pa.ipc.open_stream(self._pending.getvalue()).read_all()
-            self._batches = self._pending = None
-            self._writer.write_table(rows, row_group_size=LABEL_ROW_GROUP_ROWS)
-            self._rows = 0
+        if self._batches is None or self._pending is None:
+            return
+        self._batches.close()
+        rows = pa.ipc.open_stream(self._pending.getvalue()).read_all()
+        self._batches = self._pending = None
+        self._writer.write_table(rows, row_group_size=LABEL_ROW_GROUP_ROWS)
+        self._rows = 0
 
     def finish(self) -> None:
         self._flush()
