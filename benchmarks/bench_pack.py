@@ -628,9 +628,12 @@ def _startup_and_verify_checks(extra: dict[str, list[float]],
     if extra["verify_s"]:
         rate = sizes["out"] / statistics.median(extra["verify_s"])
         sha_rate = sizes["out"] / statistics.median(extra["sha_out_s"])
+        cold_rate = sizes["out"] / statistics.median(extra["verify_cold_s"])
         checks.append((f"verify --deep >= {TARGET_VERIFY_RATIO}x one core's sha256 pass over "
-                       f"the folder ({sha_rate / 1e9:.2f} GB/s)", f"{rate / 1e9:.2f} GB/s "
-                       f"({rate / sha_rate:.2f}x)", rate >= TARGET_VERIFY_RATIO * sha_rate))
+                       f"the folder ({sha_rate / 1e9:.2f} GB/s), both cached",
+                       f"{rate / 1e9:.2f} GB/s ({rate / sha_rate:.2f}x; uncached right after "
+                       f"the pack {cold_rate / 1e9:.2f} GB/s)",
+                       rate >= TARGET_VERIFY_RATIO * sha_rate))
     return checks
 
 
@@ -690,7 +693,8 @@ def main(argv: list[str] | None = None) -> int:
             contenders = [c for c in CONTENDERS if args.all or not c.extra]
         runs: dict[str, list[Run]] = {c.name: [] for c in contenders}
         extra: dict[str, list[float]] = {k: [] for k in (
-            "sha_src_s", "sha_out_s", "verify_s", "first_byte_s", "labels_s")}
+            "sha_src_s", "sha_out_s", "verify_s", "verify_cold_s", "first_byte_s",
+            "labels_s")}
         sizes = {"src": 0, "out": 0}
         source_files = files_under(full / "audio") + files_under(full / "midi")
         for round_ in range(args.repeats):
@@ -700,13 +704,18 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  round {round_ + 1}/{args.repeats} {c.name:<38} {r.seconds:7.2f} s  "
                       f"peak {r.peak_mb:6.0f} MB  CPU {r.cpu_s:6.2f} s", flush=True)
                 if c.name == DEFAULT_PACK:  # verify --deep the pack just written
-                    v = verify_deep(workdir / "out", env)
+                    # Pack leaves its shards out of the page cache: right after it, verify
+                    # reads them from disk. The target compares with a warm sha256 pass, so
+                    # verify is timed again once that pass has read the folder.
+                    cold = verify_deep(workdir / "out", env)
                     secs, sizes["out"] = sha256_pass(files_under(workdir / "out" / "pack"))
+                    v = verify_deep(workdir / "out", env)
+                    extra["verify_cold_s"].append(cold.seconds)
                     extra["verify_s"].append(v.seconds)
                     extra["sha_out_s"].append(secs)
                     print(f"  round {round_ + 1}/{args.repeats} {'verify --deep':<38} "
-                          f"{v.seconds:7.2f} s  (one sha256 pass over it: {secs:.2f} s)",
-                          flush=True)
+                          f"{v.seconds:7.2f} s  (one sha256 pass over it: {secs:.2f} s; "
+                          f"right after the pack, uncached: {cold.seconds:.2f} s)", flush=True)
             secs, sizes["src"] = sha256_pass(source_files)
             extra["sha_src_s"].append(secs)
             extra["labels_s"].append(label_read_s(full, env))

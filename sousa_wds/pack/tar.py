@@ -19,6 +19,9 @@ How it works:
   overlapped with the main thread's reading and a third thread's writing.
 - The tar goes to a temporary name and is renamed when complete, so a shard under its final
   name is complete. A source file that changes while it is read stops the run, naming it.
+- Written bytes are synced as they go and then dropped from the page cache: a shard is read
+  again rarely, and on this VM finding fresh cache pages for every block was the kernel's
+  largest cost (a 2 GB pack: 5-10 s of system CPU kept cached, 2-4 s dropped).
 - FLAC files of a large block or more are read into a few buffers lent by the writer and
   given back once written, instead of a new `bytes` per file: each fresh buffer cost a page
   fault per 4 KiB (the kernel zeroes the page first), about half of all the page faults of a
@@ -31,6 +34,7 @@ One sample's media is read at a time; the hashing and writing threads hold a few
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -141,7 +145,8 @@ class _HashingWriter(io.RawIOBase):
     # Lent buffers: one being read into, one hashed, one written, and some waiting.
     BUFFERS = QUEUED_CHUNKS + 3
     # Sync as we go, on the writing thread, so the final fsync before the rename is short
-    # instead of stalling the worker for the whole shard's dirty pages.
+    # instead of stalling the worker for the whole shard's dirty pages; each synced range
+    # then leaves the page cache (`_sync_and_drop`).
     SYNC_EVERY = 128 << 20
 
     def __init__(self, raw: Any) -> None:
@@ -224,20 +229,38 @@ class _HashingWriter(io.RawIOBase):
         self._to_write.put(None)
 
     def _write(self) -> None:
-        unsynced = 0
+        written = synced = 0
         while (block := self._to_write.get()) is not None:
             if isinstance(block, _Lent):
                 self._free.put(block)
             elif self._error is None:
                 try:
                     self._raw.write(block)
-                    unsynced += len(block)
-                    if unsynced >= self.SYNC_EVERY:
-                        self._raw.flush()
-                        _datasync(self._raw.fileno())
-                        unsynced = 0
+                    written += len(block)
+                    if written - synced >= self.SYNC_EVERY:
+                        self._sync_and_drop(synced, written)
+                        synced = written
                 except BaseException as exc:  # re-raised on the main thread
                     self._error = exc
+        if self._error is None:
+            try:
+                self._sync_and_drop(synced, written)
+            except BaseException as exc:
+                self._error = exc
+
+    def _sync_and_drop(self, start: int, end: int) -> None:
+        """Sync the bytes written so far and drop `start`..`end` from the page cache.
+
+        Why drop: a shard is written once and read again rarely, and keeping it cached makes
+        the kernel find fresh pages for every next block. Dropping each synced range lets the
+        next ones reuse its pages: 2.2 GB written and synced in 128 MB steps took 5.9-7.4 s and
+        5.3-6.3 CPU-s on this VM kept cached, 1.7-1.9 s and 1.1-1.2 CPU-s dropped.
+        """
+        self._raw.flush()
+        _datasync(self._raw.fileno())
+        if _fadvise is not None:
+            with contextlib.suppress(OSError):  # a hint: a file system may refuse it
+                _fadvise(self._raw.fileno(), start, end - start, os.POSIX_FADV_DONTNEED)
 
 
 class _View(io.RawIOBase):
@@ -259,6 +282,7 @@ class _View(io.RawIOBase):
 
 
 _datasync = getattr(os, "fdatasync", os.fsync)  # fdatasync is POSIX-only (not macOS/Windows)
+_fadvise = getattr(os, "posix_fadvise", None)  # not on macOS: shards stay cached there
 COPY_BUFSIZE = 64 << 20  # larger than any FLAC member: tarfile copies each in one piece
 RECORD_BATCH = 256  # label records made Python objects at a time (a shard can hold 10k+)
 
