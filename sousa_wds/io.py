@@ -8,6 +8,7 @@ units, as the Hub and disk vendors count (`--shard-size 500MB` in, `1.2 GB` out)
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -52,6 +53,19 @@ def replace_durably(temp: Path, final: Path) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def drop_cached(fd: int, offset: int = 0, length: int = 0) -> None:
+    """Ask the kernel to drop `length` bytes of `fd` from `offset` (0: to the end) from the
+    page cache, where it can (not macOS; written pages only once synced).
+
+    For files streamed through once (shards written by pack, read by `verify --deep`): kept
+    cached, they make the kernel find fresh pages for every next block, the largest cost of
+    both on this VM (below, and docs/benchmarks.md); dropped, the next blocks reuse the pages.
+    """
+    if hasattr(os, "posix_fadvise"):
+        with contextlib.suppress(OSError):  # a hint: a file system may refuse it
+            os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
 
 @contextmanager

@@ -34,7 +34,6 @@ One sample's media is read at a time; the hashing and writing threads hold a few
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import os
@@ -56,7 +55,7 @@ from ..format import (
     tar_member_info,
     tar_padded,
 )
-from ..io import replace_durably, temp_sibling
+from ..io import drop_cached, replace_durably, temp_sibling
 from ..source import SampleTable, SourceSample
 
 # progress(samples, bytes): called after each sample, in whichever process wrote it.
@@ -258,9 +257,7 @@ class _HashingWriter(io.RawIOBase):
         """
         self._raw.flush()
         _datasync(self._raw.fileno())
-        if _fadvise is not None:
-            with contextlib.suppress(OSError):  # a hint: a file system may refuse it
-                _fadvise(self._raw.fileno(), start, end - start, os.POSIX_FADV_DONTNEED)
+        drop_cached(self._raw.fileno(), start, end - start)
 
 
 class _View(io.RawIOBase):
@@ -282,7 +279,6 @@ class _View(io.RawIOBase):
 
 
 _datasync = getattr(os, "fdatasync", os.fsync)  # fdatasync is POSIX-only (not macOS/Windows)
-_fadvise = getattr(os, "posix_fadvise", None)  # not on macOS: shards stay cached there
 COPY_BUFSIZE = 64 << 20  # larger than any FLAC member: tarfile copies each in one piece
 RECORD_BATCH = 256  # label records made Python objects at a time (a shard can hold 10k+)
 

@@ -38,7 +38,7 @@ from ..format import (
     pack_path_problem,
     tar_framing,
 )
-from ..io import file_sha256
+from ..io import drop_cached, file_sha256
 from .report import VerifyReport
 
 MEMBER_HASHES = {"flac": "flac_sha256", "mid": "mid_sha256", "json": "json_sha256"}
@@ -115,6 +115,7 @@ def _check_sample(
 
 
 HASH_BLOCK = 1 << 20  # bytes read at a time by the deep pass: small enough to stay in cache
+DROP_EVERY = 32 << 20  # bytes read before they leave the page cache (`io.drop_cached`)
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,9 @@ def _scan(path: Path, regions: list[tuple[int, int, hashlib._Hash | bytes]],
     stop = None if whole is not None or not regions else regions[-1][0] + regions[-1][1]
     first = 0  # first region not fully seen yet
     same = True
+    # Read from `kept` on and still cached: dropped as the read goes, this read's range only
+    # (other processes read other runs of the shard).
+    kept = start
     with open(path, "rb", buffering=0) as fh:
         fh.seek(start)
         while n := fh.readinto(block if stop is None else view[:min(HASH_BLOCK, stop - start)]):
@@ -228,6 +232,11 @@ def _scan(path: Path, regions: list[tuple[int, int, hashlib._Hash | bytes]],
                 if lo + size <= end:
                     first = i + 1
             start = end
+            if start - kept >= DROP_EVERY:
+                drop_cached(fh.fileno(), kept, start - kept)
+                kept = start
+        if start > kept:
+            drop_cached(fh.fileno(), kept, start - kept)
     return start, same and first == len(regions)
 
 
