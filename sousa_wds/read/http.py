@@ -222,11 +222,24 @@ class HttpClient:
         return b"".join(parts)
 
 
+ERROR_DETAIL_BYTES = 200  # of an error page, quoted in the message
+
+
+def _body_start(response: httpx2.Response) -> bytes:
+    """The first bytes of an error's body, not the rest: a server may send one without end."""
+    start = b""
+    for chunk in response.iter_raw():
+        start += chunk[:ERROR_DETAIL_BYTES - len(start)]
+        if len(start) >= ERROR_DETAIL_BYTES:
+            break
+    return start
+
+
 def _status_error(response: httpx2.Response, tries: int, asked: float | None) -> LoaderError:
     status = response.status_code
     where = redact(str(response.url))  # where the redirects led
     try:
-        detail = response.read()[:200].decode("utf-8", "replace").strip()
+        detail = _body_start(response).decode("utf-8", "replace").strip()
     except httpx2.TransportError:
         detail = ""
     finally:

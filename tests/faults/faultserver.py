@@ -8,7 +8,9 @@ of faults, each used by the next request whose path starts with its prefix:
   truncated response;
 - `Fault("status", status=429, retry_after="3")`: answer with that status (and Retry-After);
 - `Fault("stall", after=K, seconds=S)`: send K bytes, then go silent for S seconds, then close;
-- `Fault("flip", at=N)`: serve the body with the byte at file offset N inverted (wrong bytes).
+- `Fault("flip", at=N)`: serve the body with the byte at file offset N inverted (wrong bytes);
+- `Fault("endless", status=404, after=K)`: answer with that status, claim a 1 TiB body and send
+  up to K bytes of it, until the client goes away.
 
 Every request is recorded (`requests`: path, Range, status, body bytes sent). Loops are bounded:
 each fault is used once, stalls end after their seconds or when the server stops.
@@ -33,7 +35,7 @@ from urllib.parse import unquote, urlsplit
 
 @dataclass(frozen=True)
 class Fault:
-    kind: str  # reset | fin | status | stall | flip
+    kind: str  # reset | fin | status | stall | flip | endless
     after: int = 0
     status: int = 503
     retry_after: str | None = None
@@ -71,6 +73,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _answer(self, owner: FaultServer, rel: str, rng: str | None,
                 fault: Fault | None) -> tuple[int, int]:
+        if fault is not None and fault.kind == "endless":
+            return fault.status, self._endless(owner, fault)
         if fault is not None and fault.kind == "status":
             self.send_response(fault.status)
             if fault.retry_after is not None:
@@ -111,6 +115,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(body)
             return status, len(body)
         return status, self._misbehave(fault, body)
+
+    def _endless(self, owner: FaultServer, fault: Fault) -> int:
+        self.send_response(fault.status)
+        self.send_header("Content-Length", str(1 << 40))
+        self.end_headers()
+        chunk, sent = b"not found " * 6554, 0
+        try:
+            while sent < fault.after and not owner._stop.is_set():
+                self.wfile.write(chunk)
+                sent += len(chunk)
+        except OSError:  # the client closed the connection
+            pass
+        self.close_connection = True
+        return sent
 
     def _misbehave(self, fault: Fault, body: bytes) -> int:
         part = body[:fault.after]

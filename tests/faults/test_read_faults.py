@@ -18,7 +18,14 @@ import pytest
 
 import sousa_wds
 from sousa_wds.cli import main
-from sousa_wds.errors import HttpError, IntegrityError, LoaderError, QueryError, ShortRead
+from sousa_wds.errors import (
+    HttpError,
+    IntegrityError,
+    LoaderError,
+    MissingFile,
+    QueryError,
+    ShortRead,
+)
 from sousa_wds.read import http, samples
 from sousa_wds.read.samples import header_problem
 
@@ -173,6 +180,19 @@ def test_retry_after_is_honoured(packed: Path, faulty: FaultServer, sleeps: list
     remote = sousa_wds.metadata(faulty.url, "validation")
     assert remote.key.tolist() == sousa_wds.metadata(packed, "validation").key.tolist()
     assert len(sleeps) == 2 and 7 <= sleeps[0] <= 7.7 and 2 <= sleeps[1] <= 2.2
+
+
+@pytest.mark.parametrize("status", [404, 403])
+def test_an_error_with_an_endless_body_is_reported_without_reading_it(
+    packed: Path, faulty: FaultServer, status: int
+) -> None:
+    """An error page is quoted, not downloaded: a server may stream one without end."""
+    faulty.clear()
+    faulty.add("metadata/", Fault("endless", status=status, after=256 << 20))
+    with pytest.raises(MissingFile if status == 404 else HttpError, match=f"HTTP {status}"):
+        sousa_wds.metadata(faulty.url, "validation")
+    sent = max(r.bytes_sent for r in faulty.requests if r.fault == "endless")
+    assert sent < 32 << 20  # what the sockets buffer, not the 256 MB on offer
 
 
 def test_a_small_file_that_breaks_off_is_resumed(packed: Path, faulty: FaultServer,
