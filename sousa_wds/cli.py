@@ -563,7 +563,8 @@ def build_parser() -> argparse.ArgumentParser:
         "already in DIR with the right size and sha256 are kept and not downloaded again.",
     )
     p.add_argument("source", help="packed folder, http(s) base URL, user/name or hf://datasets/...")
-    p.add_argument("dir", help="folder to restore into (created; files of a previous run are kept)")
+    p.add_argument("dir", help="folder to restore into (created; files of a previous run are "
+                   "kept; other files at the paths it writes are refused, never replaced)")
     p.add_argument("--split", default=None,
                    help="extract one split: train, validation or test (default: all)")
     p.add_argument("--where", default=None,

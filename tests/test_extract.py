@@ -189,6 +189,54 @@ def test_an_interrupted_extract_resumes_reusing_complete_files(
     assert again.written == 0 and again.bytes_written == 0
 
 
+def _state(root: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under `root` (hidden ones too) with its bytes and inode: what a run changed."""
+    return {p.relative_to(root).as_posix(): (p.read_bytes(), p.stat().st_ino)
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_dir_holding_another_dataset_is_refused_and_left_as_it_was(
+        packed: Path, dataset_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # DIR is the very SOUSA folder the pack was made from: its media are the planned bytes,
+    # its labels are not ours (all 40 rows, the generator's writer): extract must not replace them
+    before = _state(dataset_copy)
+    with pytest.raises(ExtractError, match=r"labels/samples\.parquet.*new or empty folder"):
+        sousa_wds.extract(packed, dataset_copy, split="test")
+    assert main(["extract", str(packed), str(dataset_copy), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "did not write" in err and "Traceback" not in err and len(err.splitlines()) == 1
+    assert _state(dataset_copy) == before  # no staging folder left behind either
+
+
+def test_a_different_file_at_a_planned_media_path_is_refused(
+        packed: Path, extracted: Path, tmp_path: Path) -> None:
+    out = tmp_path / "mine"
+    take = sorted(files_of(extracted, "audio"))[0]
+    (out / take).parent.mkdir(parents=True)
+    (out / take).write_bytes(b"my own edited take")
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ExtractError, match=f"1 file\\(s\\) .*{take}"):
+        sousa_wds.extract(packed, out)
+    assert files_of(out) == {take: b"my own edited take", "notes.txt": b"mine"}
+    assert not (out / ".sousa-wds-extract").exists()
+    (out / take).unlink()  # moved away: the run goes ahead and leaves the other file alone
+    sousa_wds.extract(packed, out)
+    assert files_of(out) == files_of(extracted) | {"notes.txt": b"mine"}
+
+
+def test_a_finished_extract_is_rerun_but_not_replaced_by_another_selection(
+        packed: Path, tmp_path: Path) -> None:
+    out = tmp_path / "test"
+    sousa_wds.extract(packed, out, split="test")
+    first = files_of(out)
+    again = sousa_wds.extract(packed, out, split="test")  # the same extract: nothing to do
+    assert again.written == 0 and files_of(out) == first
+    before = _state(out)
+    with pytest.raises(ExtractError, match="did not write"):  # its labels would be replaced
+        sousa_wds.extract(packed, out, split="validation")
+    assert _state(out) == before
+
+
 def _publish_metadata(pack_dir: Path, split: str, column: str, values: list[str]) -> None:
     """Set (or add) a metadata column and re-list the file in the manifest, as a hostile or
     broken publisher would: the pack stays consistent with its manifest."""

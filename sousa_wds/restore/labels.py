@@ -10,7 +10,9 @@ How it works:
   rows in their source order: tens of millions of rows never sit in memory at once.
 - `splits.json` lists each split's profiles; `index.json` the sample ids in samples.parquet's
   order. Values come out in the canonical types, which `sousa-wds check` accepts.
-Every file is written under a temporary name and renamed when complete.
+Every file is written under a temporary name and renamed when complete. `run` has them written
+into its staging folder first (`OUTPUTS`, relative to the folder given), before any media: it
+compares them with what DIR already holds, then moves them into place last.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ from ..io import atomic_path, write_json_atomic
 from .plan import ExtractPlan
 
 STREAM_BATCH_ROWS = 65_536  # label rows per batch: a few MB
+# Every file `write_labels` writes, relative to its folder.
+OUTPUTS = (*(f"labels/{t}.parquet" for t in ("samples", "exercises", *LABEL_TABLE_COLUMNS)),
+           "splits.json", "index.json")
 PARQUET_OPTIONS = {"compression": "snappy"}  # what the generator (pandas → pyarrow) writes
 
 

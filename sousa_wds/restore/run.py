@@ -4,19 +4,25 @@ How it works:
 - Read before writing: the manifest, the selected metadata rows (`sousa_wds.metadata` and the
   stream's `where`), and the split's label tables, staged in `DIR/.sousa-wds-extract/` and
   checked against the manifest. The plan (`plan`) fixes every file; an unsafe key or slug
-  stops the run before DIR holds a single media file.
+  stops the run before DIR holds a single media file. The label files are then written into
+  the staging folder too, so every file the run will put in DIR is known before any is.
+- Nothing lost: a planned path in DIR may already hold a file only if it holds the planned
+  bytes (a previous extract's finished work) or this extract's ledger lists it (`_Ledger`:
+  files an unfinished extract into DIR wrote). Anything else refuses the run, naming the files,
+  before a single file outside the staging folder is written.
 - Resume from the data: a media file already in DIR with the planned size and sha256
   (the metadata's `flac_sha256` / `mid_sha256`) is kept and its sample not read again.
   Only the rest is streamed, split by split, shard by shard, with
   `sousa_wds.stream(..., decode=False, shuffle=False)`: one sample's bytes at a time.
 - Each file is checked against the metadata before it is written, and written atomically, so
   an interrupted run leaves only complete, correct files; rerun the same command to finish.
-- The label files (`labels`) are written last, then the staging folder is removed.
+- The label files are moved into place last, then the staging folder is removed.
 Progress goes to a callback; nothing is printed.
 """
 
 from __future__ import annotations
 
+import filecmp
 import hashlib
 import os
 import shutil
@@ -31,12 +37,15 @@ import pandas as pd
 from .. import metadata, stream  # the public reader API: its selection and checks apply
 from ..errors import ExtractError, listing
 from ..format import LABEL_TABLE_COLUMNS, SPLITS, labels_path
-from ..io import file_sha256, write_bytes_atomic
+from ..io import file_sha256, replace_durably, write_bytes_atomic
 from . import access
-from .labels import label_ids, write_labels
+from .labels import OUTPUTS, label_ids, write_labels
 from .plan import ExtractPlan, MediaFile, PlannedSample, plan_extract, restore_order, source_order
 
 STAGING = ".sousa-wds-extract"
+LEDGER = "written.txt"  # in STAGING: the files this unfinished extract wrote, one a line
+BUILT = "built"  # in STAGING: the label files, written before the media, moved into DIR last
+LISTED = 5  # files a refusal names before "and N more"
 
 
 @dataclass(frozen=True)
@@ -95,18 +104,31 @@ def extract(
         raise ExtractError(f"no sample of {location.description} ({', '.join(splits)}) matches "
                            f"where={where!r}; nothing to extract")
     staging = out / STAGING
+    fresh = not staging.exists()
+    ledger = _Ledger(staging / LEDGER)
     staged = {(table, s): access.fetch(location, manifest, labels_path(table, s),
                                        staging / labels_path(table, s))
               for s in splits for table in LABEL_TABLE_COLUMNS}
     frames = {s: _in_source_order(selected[s], s, staged) for s in splits}
     plan = plan_extract(frames)
-    writer = _MediaWriter(out, plan, progress)
+    rows = pd.concat([frames[s] for s in splits], ignore_index=True)
+    built = staging / BUILT
+    write_labels(built, plan, rows, staged)
+    writer = _MediaWriter(out, plan, progress, ledger)
+    foreign = writer.foreign + _foreign_labels(out, built, ledger)
+    if foreign:
+        if fresh:  # the staging folder is this run's alone: a refusal leaves nothing
+            shutil.rmtree(staging)
+        _refuse(out, foreign)
     for s in splits:
         if writer.keys[s]:
             writer.write(_stream(location, s, writer.keys[s]))
     writer.check_complete(location.description)
-    rows = pd.concat([frames[s] for s in splits], ignore_index=True)
-    write_labels(out, plan, rows, staged)
+    for rel in OUTPUTS:
+        ledger.claim(rel)
+        final = out.joinpath(*PurePosixPath(rel).parts)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        replace_durably(built.joinpath(*PurePosixPath(rel).parts), final)
     shutil.rmtree(staging)
     return ExtractSummary(out, len(plan.samples), writer.written, writer.reused,
                           writer.bytes_written, time.perf_counter() - started)
@@ -133,6 +155,50 @@ def _target(source: Any, out: str | os.PathLike[str]) -> Path:
     return out
 
 
+def _foreign_labels(out: Path, built: Path, ledger: _Ledger) -> list[str]:
+    """Label files in DIR that this run would replace by other bytes and did not write."""
+    foreign = []
+    for rel in OUTPUTS:
+        final = out.joinpath(*PurePosixPath(rel).parts)
+        if not os.path.lexists(final) or rel in ledger.paths:
+            continue
+        if not (final.is_file() and filecmp.cmp(final, built.joinpath(*PurePosixPath(rel).parts),
+                                                shallow=False)):
+            foreign.append(rel)
+    return foreign
+
+
+def _refuse(out: Path, foreign: list[str]) -> None:
+    """Refuse to replace files extract did not write: DIR may be someone's own dataset."""
+    names = ", ".join(sorted(foreign)[:LISTED])
+    more = f" and {len(foreign) - LISTED} more" if len(foreign) > LISTED else ""
+    raise ExtractError(
+        f"{out} already holds {len(foreign)} file(s) this extract would replace but did not "
+        f"write ({names}{more}): it holds another dataset or another extract. Nothing was "
+        "replaced; extract into a new or empty folder, or move those files out of it")
+
+
+class _Ledger:
+    """The files an unfinished extract into DIR wrote, in its staging folder, one path a line.
+
+    A path is added before its file is written, so every file of an interrupted run is listed:
+    a rerun may replace those (one damaged since, a label file of another selection) and
+    nothing else that differs from the plan. Lines are not fsynced: after a power loss a
+    missing line only makes a rerun refuse that file by name, never lose one.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.paths = set(path.read_text(encoding="utf-8").splitlines()) if path.is_file() \
+            else set()
+
+    def claim(self, rel: str) -> None:
+        if rel not in self.paths:
+            with open(self.path, "a", encoding="utf-8") as fh:  # one line per media file
+                fh.write(rel + "\n")
+            self.paths.add(rel)
+
+
 def _in_source_order(frame: pd.DataFrame, split: str,
                      staged: dict[tuple[str, str], Path]) -> pd.DataFrame:
     """`frame`'s rows in the generator's order, read off the split's label rows (see `plan`)."""
@@ -150,12 +216,17 @@ def _stream(location: Any, split: str, keys: set[str]) -> Any:
 class _MediaWriter:
     """Writes each planned media file once, checked and atomically; knows what is in place."""
 
-    def __init__(self, out: Path, plan: ExtractPlan, progress: Progress | None) -> None:
+    def __init__(self, out: Path, plan: ExtractPlan, progress: Progress | None,
+                 ledger: _Ledger) -> None:
         self.out = out
         self.progress = progress
+        self.ledger = ledger
         self.by_key = {s.key: s for s in plan.samples}
         self.files = media = plan.media()
         self.done = {path for path, m in media.items() if self._in_place(m)}
+        # Files at planned paths with other bytes that no extract into DIR wrote.
+        self.foreign = [path for path, m in media.items() if path not in self.done
+                        and path not in ledger.paths and os.path.lexists(self._path(m))]
         self.reused = len(self.done)
         self.written = 0
         self.bytes_written = 0
@@ -204,6 +275,7 @@ class _MediaWriter:
                 "rerun to resume")
         if media.path in self.done:
             return
+        self.ledger.claim(media.path)
         write_bytes_atomic(self._path(media), data)
         self.done.add(media.path)
         self.written += 1
