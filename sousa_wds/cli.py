@@ -587,8 +587,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sousa-wds {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # disk full, permissions, a vanished file: name it, no traceback
-        print(f"sousa-wds {args.command}: error: {exc}. Fix the cause and rerun (pack: with "
-              "--resume to keep finished shards).", file=sys.stderr)
+        hint = " with --resume to keep finished shards" if args.command == "pack" else ""
+        print(f"sousa-wds {args.command}: error: {exc}. Fix the cause and rerun{hint}.",
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"sousa-wds {args.command}: interrupted", file=sys.stderr)

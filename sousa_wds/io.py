@@ -73,6 +73,7 @@ def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temporary sibling of `final`; move it into place only if the block succeeds."""
     final.parent.mkdir(parents=True, exist_ok=True)
     temp = temp_sibling(final)
+    temp.unlink(missing_ok=True)  # a link left (or planted) there would be written through
     try:
         yield temp
         replace_durably(temp, final)

@@ -237,6 +237,69 @@ def test_a_finished_extract_is_rerun_but_not_replaced_by_another_selection(
     assert _state(out) == before
 
 
+@pytest.mark.parametrize("link", [".sousa-wds-extract", "audio", "labels", "midi/SLUG",
+                                  "labels INSIDE", ".sousa-wds-extract/labels"])
+def test_a_symlinked_folder_where_extract_writes_is_refused(
+        packed: Path, tmp_path: Path, link: str, capsys: pytest.CaptureFixture[str]) -> None:
+    out, elsewhere = tmp_path / "dir", tmp_path / "elsewhere"
+    slug = sousa_wds.metadata(packed, "test").rudiment_slug.iloc[0]
+    rel, _, inside = link.replace("SLUG", slug).partition(" ")
+    target = out / "real" if inside else elsewhere
+    elsewhere.mkdir()
+    target.mkdir(parents=True, exist_ok=True)
+    (out / rel).parent.mkdir(parents=True, exist_ok=True)
+    (out / rel).symlink_to(target, target_is_directory=True)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert main(["extract", str(packed), str(out), "--split", "test", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert f"{out / rel} is a symbolic link" in err and len(err.splitlines()) == 1
+    assert "--resume" not in err  # pack's hint is pack's
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    (out / rel).unlink()  # a real folder in its place: the run goes ahead
+    sousa_wds.extract(packed, out, split="test")
+    assert not any(elsewhere.iterdir()) and not (out / ".sousa-wds-extract").exists()
+
+
+def test_a_file_where_extract_writes_a_folder_is_refused_first(
+        packed: Path, tmp_path: Path) -> None:
+    out = tmp_path / "dir"
+    out.mkdir()
+    (out / "labels").write_text("my notes")
+    with pytest.raises(ExtractError, match="labels is a file where extract writes a folder"):
+        sousa_wds.extract(packed, out, split="test")
+    assert files_of(out) == {"labels": b"my notes"}  # no media written before the failure
+
+
+def test_a_link_at_a_temporary_name_is_not_written_through(
+        packed: Path, extracted: Path, tmp_path: Path) -> None:
+    row = sousa_wds.metadata(packed, "test").iloc[0]
+    take = f"audio/{row.rudiment_slug}/{row.key}.flac"
+    outside = tmp_path / "precious.txt"
+    outside.write_text("precious")
+    out = tmp_path / "dir"
+    temp = out / take
+    temp = temp.with_name(f".{temp.name}.partial")
+    temp.parent.mkdir(parents=True)
+    temp.symlink_to(outside)
+    sousa_wds.extract(packed, out, split="test")
+    assert outside.read_text() == "precious"
+    assert not (out / take).is_symlink() and (out / take).read_bytes() == files_of(extracted)[take]
+
+
+def test_an_os_error_in_extract_gives_no_pack_hint(
+        packed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from sousa_wds.restore import run
+
+    def full(*args: object) -> None:
+        raise OSError(28, "No space left on device", str(tmp_path / "out" / "labels"))
+
+    monkeypatch.setattr(run, "write_labels", full)
+    assert main(["extract", str(packed), str(tmp_path / "out"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "--resume" not in err and "pack" not in err
+
+
 def _publish_metadata(pack_dir: Path, split: str, column: str, values: list[str]) -> None:
     """Set (or add) a metadata column and re-list the file in the manifest, as a hostile or
     broken publisher would: the pack stays consistent with its manifest."""

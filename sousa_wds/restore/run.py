@@ -100,10 +100,12 @@ def extract(
                            "reads tar shards (pack without --no-sharding)")
     selected = {s: access.select(metadata(location, s), where) for s in splits}
     # Names are checked, and an empty selection refused, before DIR is touched.
-    if not plan_extract(selected).samples:
+    first = plan_extract(selected)
+    if not first.samples:
         raise ExtractError(f"no sample of {location.description} ({', '.join(splits)}) matches "
                            f"where={where!r}; nothing to extract")
     staging = out / STAGING
+    _refuse_links(out, first)
     fresh = not staging.exists()
     ledger = _Ledger(staging / LEDGER)
     staged = {(table, s): access.fetch(location, manifest, labels_path(table, s),
@@ -153,6 +155,30 @@ def _target(source: Any, out: str | os.PathLike[str]) -> Path:
             raise ExtractError(f"{out} is inside the pack {pack} being extracted (its audio/ and "
                                "labels/ would become part of the pack); choose a folder outside it")
     return out
+
+
+def _refuse_links(out: Path, plan: ExtractPlan) -> None:
+    """Refuse a symbolic link where the run writes: a folder under DIR it writes into (or its
+    staging folder, or anything in that) must be a real one, or files would land wherever the
+    link points, and the staging folder could not be removed. DIR itself may be a link."""
+    slugs = {PurePosixPath(s.audio.path).parent.name for s in plan.samples}
+    folders = [out / rel for rel in (STAGING, "labels", "audio", "midi",
+                                     *(f"{top}/{slug}" for slug in sorted(slugs)
+                                       for top in ("audio", "midi")))]
+    links = [p for p in folders if p.is_symlink()]
+    staging = out / STAGING
+    if not links and staging.is_dir():
+        for root, dirs, files in os.walk(staging):  # never follows a link
+            links += [Path(root, name) for name in (*dirs, *files) if Path(root, name).is_symlink()]
+    if links:
+        raise ExtractError(
+            f"{links[0]} is a symbolic link (to {os.readlink(links[0])}): extract writes only "
+            "into real folders under DIR, never through a link. Remove the link (a real folder "
+            "in its place is fine) and rerun, or extract into another folder")
+    files = [p for p in folders if p.exists() and not p.is_dir()]
+    if files:
+        raise ExtractError(f"{files[0]} is a file where extract writes a folder: move it out of "
+                           "DIR and rerun, or extract into another folder")
 
 
 def _foreign_labels(out: Path, built: Path, ledger: _Ledger) -> list[str]:
