@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +15,7 @@ import pytest
 
 import sousa_wds
 from sousa_wds.cli import main
-from sousa_wds.errors import ExtractError
+from sousa_wds.errors import ExtractError, LoaderError
 from sousa_wds.format import (
     EXERCISE_COLUMNS,
     MANIFEST,
@@ -308,6 +309,11 @@ def _publish_metadata(pack_dir: Path, split: str, column: str, values: list[str]
     if column in table.column_names:
         table = table.drop_columns([column])
     pq.write_table(table.append_column(column, pa.array(values, pa.string())), pack_dir / rel)
+    _relist(pack_dir, rel)
+
+
+def _relist(pack_dir: Path, rel: str) -> None:
+    """List `rel`'s current bytes in the manifest: the pack is consistent, its content wrong."""
     data = (pack_dir / rel).read_bytes()
     manifest = Manifest.from_json((pack_dir / MANIFEST).read_bytes())
     files = [FileEntry(rel, len(data), hashlib.sha256(data).hexdigest()) if f.path == rel
@@ -330,6 +336,47 @@ def test_keys_or_slugs_that_leave_dir_are_refused_before_writing(
         sousa_wds.extract(packed_copy, tmp_path / "out" / "dir")
     assert repr(value) in str(info.value)
     assert sorted(tmp_path.rglob("*")) == before  # nothing written, inside DIR or out of it
+
+
+def _drop(column: str):
+    return lambda t: t.drop_columns([column])
+
+
+def _set(column: str, values):
+    return lambda t: t.set_column(t.schema.get_field_index(column), column, values(t))
+
+
+@pytest.mark.parametrize(("rel", "change", "problem"), [
+    ("metadata/test.parquet", _drop("rudiment_slug"), "lacks the column(s) rudiment_slug"),
+    ("metadata/test.parquet", _drop("profile_id"), "lacks the column(s) profile_id"),
+    ("metadata/test.parquet", _set("flac_size", lambda t: pa.nulls(t.num_rows, pa.int64())),
+     "has rows without flac_size"),
+    ("metadata/test.parquet", _set("mid_size", lambda t: pa.array([float("nan")] * t.num_rows)),
+     "has non-integer offsets or sizes: mid_size (double)"),
+    ("labels/strokes/test.parquet", _drop("sample_id"), "lacks the column(s) sample_id"),
+    ("labels/measures/test.parquet", None, "is not a readable Parquet file"),
+])
+def test_a_damaged_table_in_the_pack_is_one_named_error(
+        packed_copy: Path, tmp_path: Path, rel: str, change, problem: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    path = packed_copy / rel
+    if change is None:
+        path.write_bytes(b"not parquet")
+    else:
+        pq.write_table(change(pq.read_table(path)), path)
+    _relist(packed_copy, rel)
+    out = tmp_path / "out"
+    assert main(["extract", str(packed_copy), str(out), "--split", "test", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert f"{rel} in {packed_copy} {problem}" in err and "re-pack" in err
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+    assert not (out / "audio").exists()  # refused before any media file
+    if rel.startswith("metadata/"):  # before DIR is made; every reader meets the same error
+        assert not out.exists()
+        with pytest.raises(LoaderError, match=re.escape(f"{rel} in {packed_copy} {problem}")):
+            sousa_wds.metadata(packed_copy, "test")
+        with pytest.raises(LoaderError, match=re.escape(problem)):
+            next(iter(sousa_wds.stream(packed_copy, "test", decode=False)))
 
 
 def test_a_damaged_member_is_never_written(packed_copy: Path, tmp_path: Path) -> None:

@@ -5,7 +5,10 @@ How it works:
   manifest parser), so a folder of another format version or an unfinished pack is refused
   before any sample is read.
 - `frame(split)` reads `metadata/{split}.parquet` once and keeps it: labels plus where each
-  sample is (shard, byte offsets, sizes, sha256 of each member).
+  sample is (shard, byte offsets, sizes, sha256 of each member). Its columns are checked as it
+  is read (`_schema_problem`, `REQUIRED_VALUES`): every column of the format, integer offsets
+  and sizes, and the values that locate a member present, so a damaged or hostile file is one
+  named error, not a KeyError, a NaN size or a garbage byte range in whichever reader meets it.
 - `metadata(source, split)` is the public entry point; stream, random access and the CLI take a
   `PackedDataset` or anything `open_location` accepts.
 - With a cache (`cache_dir=`, or SOUSA_WDS_CACHE_DIR) a remote location is wrapped, once the
@@ -24,9 +27,30 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import LoaderError, MissingFile
-from ..format import MANIFEST, SPLITS, Manifest, metadata_path
+from ..format import LOCATION_COLUMNS, MANIFEST, METADATA_SCHEMA, SPLITS, Manifest, metadata_path
 from .cache import FileCache, cached, open_cache
 from .location import Location, open_location
+
+# Values every row must have, by layout: what readers locate and check a member with.
+REQUIRED_VALUES: dict[str, tuple[str, ...]] = {
+    "shards": ("key", "shard_path", "flac_offset", "flac_size", "mid_offset", "mid_size",
+               "json_offset", "json_size", "flac_sha256", "mid_sha256"),
+    "loose": ("key", "flac_size", "mid_size", "flac_sha256", "mid_sha256", "audio_filename",
+              "midi_filename"),
+}
+
+
+def _schema_problem(schema: pa.Schema) -> str | None:
+    """What makes `schema` unusable for a split's metadata, or None (read off the footer)."""
+    missing = [n for n in METADATA_SCHEMA.names if n not in schema.names]
+    if missing:
+        return f"lacks the column(s) {', '.join(missing)}"
+    not_int = [f"{n} ({schema.field(n).type})" for n, t in LOCATION_COLUMNS.items()
+               if pa.types.is_integer(t) and not pa.types.is_integer(schema.field(n).type)
+               and not pa.types.is_null(schema.field(n).type)]
+    if not_int:
+        return f"has non-integer offsets or sizes: {', '.join(not_int)}"
+    return None
 
 
 class PackedDataset:
@@ -66,12 +90,24 @@ class PackedDataset:
             path = metadata_path(split)
             data = self.location.read_file(path)
             try:
-                self._frames[split] = pq.read_table(io.BytesIO(data)).to_pandas()
+                parquet = pq.ParquetFile(io.BytesIO(data))
+                problem = _schema_problem(parquet.schema_arrow)
+                table = None if problem else parquet.read()
             except (pa.ArrowException, ValueError, OSError) as exc:
                 raise LoaderError(
                     f"{path} in {self.location.description} is not a readable Parquet file "
                     f"({type(exc).__name__}: {exc}). Re-download it (`sousa-wds verify` checks "
                     "every file against the manifest)") from exc
+            if table is not None:
+                empty = [n for n in REQUIRED_VALUES.get(self.layout, ())
+                         if table.column(n).null_count]
+                problem = f"has rows without {', '.join(empty)}" if empty else None
+            if problem:
+                raise LoaderError(
+                    f"{path} in {self.location.description} {problem}: it is damaged or was not "
+                    "written by sousa-wds. Re-download the pack from its publisher or re-pack "
+                    "the dataset (`sousa-wds verify` checks every file against the manifest)")
+            self._frames[split] = table.to_pandas()
         return self._frames[split]
 
 

@@ -25,12 +25,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..errors import ExtractError
 from ..format import (
     EXERCISE_COLUMNS,
     LABEL_TABLE_COLUMNS,
     SAMPLE_COLUMNS,
     SOURCE_SPLIT_FIELDS,
     SPLITS,
+    castable,
     conform,
 )
 from ..io import atomic_path, write_json_atomic
@@ -41,6 +43,24 @@ STREAM_BATCH_ROWS = 65_536  # label rows per batch: a few MB
 OUTPUTS = (*(f"labels/{t}.parquet" for t in ("samples", "exercises", *LABEL_TABLE_COLUMNS)),
            "splits.json", "index.json")
 PARQUET_OPTIONS = {"compression": "snappy"}  # what the generator (pandas → pyarrow) writes
+
+
+def check_table(path: Path, columns: Mapping[str, pa.DataType], what: str) -> None:
+    """Refuse a staged label table that is not Parquet or lacks a column (or has one of
+    another type) that extract reads: `what` names the pack's file in the message."""
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        problem = f"is not a readable Parquet file ({type(exc).__name__}: {exc})"
+    else:
+        missing = [n for n in columns if n not in schema.names]
+        wrong = [f"{n} ({schema.field(n).type}, not {t})" for n, t in columns.items()
+                 if n in schema.names and not castable(schema.field(n).type, t)]
+        problem = (f"lacks the column(s) {', '.join(missing)}" if missing else
+                   f"has column(s) of another type: {', '.join(wrong)}" if wrong else "")
+    if problem:
+        raise ExtractError(f"{what} {problem}: the pack is damaged or was not written by "
+                           "sousa-wds. Re-download it from its publisher or re-pack the dataset")
 
 
 def label_ids(path: Path) -> list[list[str]]:

@@ -39,7 +39,7 @@ from ..errors import ExtractError, listing
 from ..format import LABEL_TABLE_COLUMNS, SPLITS, labels_path
 from ..io import file_sha256, replace_durably, write_bytes_atomic
 from . import access
-from .labels import OUTPUTS, label_ids, write_labels
+from .labels import OUTPUTS, check_table, label_ids, write_labels
 from .plan import ExtractPlan, MediaFile, PlannedSample, plan_extract, restore_order, source_order
 
 STAGING = ".sousa-wds-extract"
@@ -111,6 +111,9 @@ def extract(
     staged = {(table, s): access.fetch(location, manifest, labels_path(table, s),
                                        staging / labels_path(table, s))
               for s in splits for table in LABEL_TABLE_COLUMNS}
+    for (table, s), path in staged.items():
+        check_table(path, LABEL_TABLE_COLUMNS[table],
+                    f"{labels_path(table, s)} in {location.description}")
     frames = {s: _in_source_order(selected[s], s, staged) for s in splits}
     plan = plan_extract(frames)
     rows = pd.concat([frames[s] for s in splits], ignore_index=True)
