@@ -38,6 +38,10 @@ class UploadError(SousaWdsError):
     """Publishing to the Hub cannot proceed (login, limits, remote state)."""
 
 
+class TokenError(SousaWdsError, ValueError):
+    """A token given by the user cannot be sent (a character no HTTP header can carry)."""
+
+
 class LoaderError(SousaWdsError):
     """A consumer-side read failed (source, shard, sample)."""
 

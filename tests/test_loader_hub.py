@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import sousa_wds
-from sousa_wds.errors import LoaderError
+from sousa_wds.errors import LoaderError, TokenError
 
 from .hubserver import DEFAULT_TOKEN, HubServer
 
@@ -65,3 +65,18 @@ def test_private_hub_repo_without_token_says_how_to_authenticate(hub_env: HubSer
         sousa_wds.metadata(f"hf://datasets/{REPO}", token=False)
     with pytest.raises(LoaderError, match="no such dataset repo or revision"):
         sousa_wds.metadata(f"hf://datasets/{REPO}@no-such-branch")
+
+
+def test_a_token_is_stripped_or_refused_and_never_shown(hub_env: HubServer) -> None:
+    """A token with its newline works; one no HTTP header can carry is refused before any
+    request, for the Hub and for other servers, and the error never quotes it."""
+    frame = sousa_wds.metadata(f"hf://datasets/{REPO}", token=DEFAULT_TOKEN + "\r\n")
+    assert len(frame) and all(r.token == DEFAULT_TOKEN for r in hub_env.log if r.server == "hub")
+    hub_env.clear_log()
+    secret = "hf_SECRET_abcdef"
+    for source in (f"hf://datasets/{REPO}", REPO, f"{hub_env.url}/datasets/{REPO}/resolve/main"):
+        for token in (f"{secret}\rx", f"{secret}\x00"):
+            with pytest.raises(TokenError, match="holds a character") as error:
+                sousa_wds.metadata(source, token=token)
+            assert "SECRET" not in str(error.value)
+    assert hub_env.log == []

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sousa_wds.errors import PackError, UploadError, VerifyError
+from sousa_wds.errors import PackError, TokenError, UploadError, VerifyError
 from sousa_wds.format import CARD, HUB_MAX_FILE_BYTES, HUB_MAX_FILES_PER_FOLDER, MANIFEST
 from sousa_wds.publish.hub import parse_hf_target, redact
 from sousa_wds.publish.plan import (
@@ -158,6 +158,10 @@ def test_redact_removes_tokens_and_every_query_string():
     assert "SECRETSIG" not in clean and "abc&" not in clean and "def" not in clean
     assert "hf_abc" not in clean and "sig=zz" not in clean
     assert "http://h/_hubserver/lfs/x?<query redacted>" in clean
+    # httpx quotes a header it refuses escaped: the raw token is not in the text
+    for token in ("hf_abc\r", "hf_abc\n", "hf_abc\x00"):
+        clean = redact(f"Illegal header value {('Bearer ' + token).encode()!r} ({token!r})", token)
+        assert "hf_abc" not in clean, clean
 
 
 # --- against the test Hub ----------------------------------------------------------------
@@ -273,6 +277,26 @@ def test_bad_tokens_fail_clearly_and_are_never_shown(hub, folder, monkeypatch):
     with pytest.raises(UploadError, match="no Hugging Face token"):
         send(hub, folder, token=None)
     assert hub.writes() == []
+
+
+def test_a_token_is_stripped_or_refused_and_never_shown(hub, folder):
+    """A token pasted with its newline (or read from a CRLF file) works, as HF_TOKEN does; one
+    with a character no HTTP header carries is refused before any request, without quoting it
+    (httpx's own error quotes the header, token included)."""
+    assert send(hub, folder, token=DEFAULT_TOKEN + "\r\n", dry_run=True).plan.remote_note is None
+    assert send(hub, folder, token=f" {DEFAULT_TOKEN}\n").ok
+    assert verify_remote(f"hf://datasets/{REPO}", endpoint=hub.url,
+                         token=DEFAULT_TOKEN + "\r").ok
+    hub.clear_log()
+    calls = (lambda t: send(hub, folder, token=t),
+             lambda t: send(hub, folder, token=t, dry_run=True),
+             lambda t: verify_remote(f"hf://datasets/{REPO}", endpoint=hub.url, token=t))
+    for bad in (f"hf_test\r{WRONG_TOKEN}", f"{WRONG_TOKEN}\x00x", f"{WRONG_TOKEN}\u00e9"):
+        for call in calls:
+            with pytest.raises(TokenError, match="token from --token holds a character") as error:
+                call(bad)
+            assert WRONG_TOKEN not in str(error.value) and "hf_test" not in str(error.value)
+    assert hub.log == []
 
 
 def test_dry_run_plans_without_writing(hub, folder, monkeypatch):

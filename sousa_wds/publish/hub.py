@@ -8,8 +8,10 @@ How it works:
 - Writes: `create_repo`, `send` (data through `upload_folder`, `manifest.json` last in its own
   commit) and `delete_paths` (one commit).
 - `translated()` turns the client's HTTP and network errors into one `SousaWdsError` line;
-  `redact()` removes the token and every URL query string from it (signed upload and CDN URLs
-  carry `sig=`/`X-Amz-Signature=`, which grant access to whoever reads the log).
+  `redact()` removes the token (in every form `auth.hide_token` knows) and every URL query
+  string from it (signed upload and CDN URLs carry `sig=`/`X-Amz-Signature=`, which grant
+  access to whoever reads the log).
+- An explicit token enters through `resolve_token` (cleaned and checked by `auth.user_token`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..auth import hide_token, user_token
 from ..errors import SousaWdsError, UploadError, VerifyError
 from ..format import MANIFEST
 from ..io import stream_sha256
@@ -53,6 +56,7 @@ def make_api(token: str | None, endpoint: str | None = None) -> HfApi:
 
 def resolve_token(explicit: str | None) -> tuple[str | None, str]:
     """The token to use and where it came from (named in messages; the token never is)."""
+    explicit = user_token(explicit, "from --token")
     if explicit:
         return explicit, "--token"
     from huggingface_hub import get_token
@@ -244,8 +248,7 @@ def redact(exc: BaseException | str, token: str | None) -> str:
     """One line from a library error without secrets: the token, and the query string of
     every URL (signed URLs: whoever holds one may use it until it expires)."""
     text = " ".join(str(exc).split()) or type(exc).__name__
-    if token:
-        text = text.replace(token, "***")
+    text = hide_token(text, token)
     text = _QUERY.sub(r"\1?<query redacted>", text)
     return _SIGNED.sub(r"\1=<redacted>", text)
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import quote
 
+from ..auth import user_token
 from ..errors import HttpError, LoaderError, MissingFile, ShortRead
 from .http import HTTP_RUN_GAP, HttpClient, _HttpRange, redact
 
@@ -175,6 +176,8 @@ def hub_token(token: str | bool | None) -> str | None:
 
 
 def _auth(token: str | None) -> dict[str, str]:
+    """The header every request of a location carries: the one place a token enters reading."""
+    token = user_token(token, "given (token= or --token)")
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
