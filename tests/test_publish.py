@@ -379,9 +379,15 @@ def test_post_upload_check_catches_a_file_changed_after_packing(hub, folder):
     with pytest.raises(UploadError, match="validation-00000.tar: sha256 differs"):
         send(hub, folder, deep=True)
     assert hub.writes() == []  # --deep pre-flight stops it before anything is sent
-    result = send(hub, folder)  # without --deep it goes, and is caught after
-    assert not result.ok
-    assert "data/validation-00000.tar: sha256 on the Hub differs" in str(result)
+    # Without --deep it is sent (sizes match), and the listing of the data commit shows the
+    # difference: the manifest is not committed over data that does not match it.
+    with pytest.raises(UploadError, match=f"{MANIFEST} was not committed.*validation-00000.tar: "
+                       r"sha256 on the Hub differs.*verify .* --deep") as error:
+        send(hub, folder)
+    assert str(folder) in str(error.value)
+    assert "data/validation-00000.tar" in remote_files(hub) and MANIFEST not in remote_files(hub)
+    shard.write_bytes(bytes(data[:-1]) + bytes([data[-1] ^ 0xFF]))  # as packed again
+    assert send(hub, folder).ok and remote_files(hub) == local_files(folder)
 
 
 def test_private_flag_refuses_a_public_repo(hub, folder):

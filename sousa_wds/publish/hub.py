@@ -5,8 +5,8 @@ How it works:
   same code runs against huggingface.co and, in-process, against tests/hubserver.py.
 - Reads: `check_token` (whoami), `remote_state` (repo info, then the listing of that exact
   commit), `served_sha256s` and `read_file` (bytes of one pinned commit).
-- Writes: `create_repo`, `send` (data through `upload_folder`, `manifest.json` last in its own
-  commit) and `delete_paths` (one commit).
+- Writes: `create_repo`, `send_data` (through `upload_folder`), `send_manifest` (last, in its
+  own commit) and `delete_paths` (one commit).
 - `translated()` turns the client's HTTP and network errors into one `SousaWdsError` line;
   `redact()` removes the token (in every form `auth.hide_token` knows) and every URL query
   string from it (signed upload and CDN URLs carry `sig=`/`X-Amz-Signature=`, which grant
@@ -154,13 +154,14 @@ def create_repo(api: HfApi, repo_id: str, *, private: bool) -> None:
     api.create_repo(repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True)
 
 
-def send(api: HfApi, root: Path, plan: UploadPlan, repo_id: str, revision: str,
-         message: str, *, remote_manifest: bool) -> None:
-    """Data first through `upload_folder`, manifest.json last in its own commit.
+def send_data(api: HfApi, root: Path, plan: UploadPlan, repo_id: str, revision: str,
+              message: str, *, remote_manifest: bool) -> bool:
+    """The data files of `plan` through `upload_folder`; whether any were to be sent.
 
     While data changes, the remote copy must not carry an outdated manifest (readers and
     `verify hf://` would trust it over the new shards, and a multi-commit upload can stop
-    half-way): it is deleted first, in a commit of its own.
+    half-way): it is deleted first, in a commit of its own. The new one follows in
+    `send_manifest`, once the caller has checked the data it lists.
     """
     data_changes = any(f.path != MANIFEST for f in plan.add)
     if data_changes and remote_manifest and any(f.path == MANIFEST for f in plan.add):
@@ -173,10 +174,14 @@ def send(api: HfApi, root: Path, plan: UploadPlan, repo_id: str, revision: str,
         api.upload_folder(repo_id=repo_id, repo_type=REPO_TYPE, folder_path=root,
                           revision=revision, commit_message=message,
                           allow_patterns=allow, ignore_patterns=ignore)
-    if any(f.path == MANIFEST for f in plan.add):
-        api.upload_file(path_or_fileobj=root / MANIFEST, path_in_repo=MANIFEST,
-                        repo_id=repo_id, repo_type=REPO_TYPE, revision=revision,
-                        commit_message=f"{message} ({MANIFEST})")
+    return data_changes
+
+
+def send_manifest(api: HfApi, root: Path, repo_id: str, revision: str, message: str) -> None:
+    """`manifest.json` last, in its own commit: a remote copy with a manifest is complete."""
+    api.upload_file(path_or_fileobj=root / MANIFEST, path_in_repo=MANIFEST,
+                    repo_id=repo_id, repo_type=REPO_TYPE, revision=revision,
+                    commit_message=f"{message} ({MANIFEST})")
 
 
 def _local_paths(root: Path) -> list[str]:

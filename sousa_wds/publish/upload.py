@@ -8,9 +8,10 @@ How it works:
 - The plan (`plan.plan_upload`) compares the manifest's files with the listing of one remote
   commit. `dry_run` stops there and writes nothing, locally or remotely; without a token or a
   network it plans against an empty remote and says so.
-- The transfer is huggingface_hub's `upload_folder` (`hub.send`), limited to the manifest's
-  files; `manifest.json` follows in its own commit, so a remote copy with a manifest holds
-  every file it lists. Resuming is the library's: a rerun compares content hashes with the
+- The transfer is huggingface_hub's `upload_folder` (`hub.send_data`), limited to the
+  manifest's files; `manifest.json` follows in its own commit, only once the listing of the
+  data commit matches it (sizes, LFS sha256), so a remote copy with a manifest holds every
+  file it lists. Resuming is the library's: a rerun compares content hashes with the
   remote and sends only what is missing.
 - Verification reads one pinned commit: every expected path, size and LFS sha256 from the
   listing, and the bytes of regular files (the Hub lists no sha256 for them). `deep` downloads
@@ -159,10 +160,13 @@ def upload(
     say(f"card: {local.card.note}")
     say(f"{len(plan.add)} files to send ({human_bytes(sum(f.size for f in plan.add))}), "
         f"{len(plan.skip)} already identical, {len(plan.stale)} stale")
+    message = commit_message or f"Upload {len(local.expected)} files with sousa-wds"
     with hub.translated(f"upload to {repo_id} stopped", token, hint=RESUME_HELP):
-        hub.send(api, local.root, plan, repo_id, revision,
-                 commit_message or f"Upload {len(local.expected)} files with sousa-wds",
-                 remote_manifest=MANIFEST in remote.files)
+        if hub.send_data(api, local.root, plan, repo_id, revision, message,
+                         remote_manifest=MANIFEST in remote.files):
+            _check_sent_data(api, repo_id, revision, local)
+        if any(f.path == MANIFEST for f in plan.add):
+            hub.send_manifest(api, local.root, repo_id, revision, message)
     return _check_and_clean(api, token, repo_id, revision, plan, local, deep=deep,
                             delete_stale=delete_stale, confirm=confirm, say=say)
 
@@ -188,6 +192,25 @@ def _prepare(root: Path, repo_id: str, *, keep_card: bool, dry_run: bool, deep: 
             f"{root} does not match its manifest ({len(problems)} problem(s): "
             f"{_quote(problems)}); run `sousa-wds verify {root}`, and pack again if needed")
     return _Local(root, expected, card.manifest.samples, card, pending)
+
+
+def _check_sent_data(api: HfApi, repo_id: str, revision: str, local: _Local) -> None:
+    """Refuse to commit the manifest over data that does not match it.
+
+    Without `deep` the local files were only checked by size, so a file changed in place
+    after packing is sent as it is. The listing of the data commit holds the sha256 the
+    client computed of every LFS file it sent: compared with the manifest, no file is hashed
+    again. Regular (small) files are listed without one; verification reads them afterwards.
+    """
+    sent = hub.remote_state(api, repo_id, revision)
+    data = [f for f in local.expected if f.path != MANIFEST]
+    problems = remote_problems(data, sent.files, {})
+    if problems:
+        raise UploadError(
+            f"{MANIFEST} was not committed to {repo_id}: the data sent from {local.root} does "
+            f"not match it ({len(problems)} problem(s): {_quote(problems)}); files changed "
+            f"after packing: run `sousa-wds verify {local.root} --deep`, pack again "
+            "(--overwrite), then rerun the upload")
 
 
 def _plan(url: str, local: _Local, remote: RemoteState | None, delete_stale: bool,
