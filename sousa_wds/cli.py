@@ -575,6 +575,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _hub_validation_error(exc: BaseException) -> bool:
+    """Whether `exc` is huggingface_hub's HFValidationError (only possible once it is loaded:
+    checked without importing it, which --help and local commands never need)."""
+    errors = sys.modules.get("huggingface_hub.errors")
+    return errors is not None and isinstance(exc, errors.HFValidationError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     global _OWN_PROCESS
     _OWN_PROCESS = argv is None  # the command line of this process, not an in-process call
@@ -584,6 +591,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except SousaWdsError as exc:
+        print(f"sousa-wds {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:  # huggingface_hub's check of a repo id or argument: a user error
+        if not _hub_validation_error(exc):
+            raise
         print(f"sousa-wds {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # disk full, permissions, a vanished file: name it, no traceback

@@ -390,6 +390,25 @@ def test_post_upload_check_catches_a_file_changed_after_packing(hub, folder):
     assert send(hub, folder).ok and remote_files(hub) == local_files(folder)
 
 
+def test_an_invalid_repo_id_is_refused_before_anything_is_written(hub, folder, tmp_path,
+                                                                  dataset_copy):
+    """Validated first: before, a dry run raised huggingface_hub's HFValidationError, and a
+    real run rewrote README.md and manifest.json for `a/b/c` before failing, after which the
+    card blocked every upload to the right repo."""
+    before = local_files(folder)
+    staging = tmp_path / "staging"
+    for bad in ("testuser/bad name", "a/b/c", "sousa"):
+        for dry_run in (True, False):
+            with pytest.raises(UploadError, match=f"{bad!r} is not a Hub dataset repo id.*give "
+                               "USER/NAME"):
+                upload(folder, bad, endpoint=hub.url, token=DEFAULT_TOKEN, dry_run=dry_run)
+            with pytest.raises(UploadError, match="is not a Hub dataset repo id"):
+                push(dataset_copy, bad, staging=staging, dry_run=dry_run, endpoint=hub.url,
+                     token=DEFAULT_TOKEN, pack_options={"workers": 1, "progress": None})
+    assert local_files(folder) == before and not staging.exists() and hub.log == []
+    assert send(hub, folder).ok
+
+
 def test_private_flag_refuses_a_public_repo(hub, folder):
     hub.create_repo(REPO, private=False)
     with pytest.raises(UploadError, match="is public"):
@@ -504,6 +523,30 @@ def test_cli_upload_and_verify(hub, folder, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         main(["--version"])
     assert capsys.readouterr().out.startswith("sousa-wds ")
+
+
+def test_cli_says_one_line_for_an_invalid_repo_id(hub, folder, monkeypatch, capsys):
+    from huggingface_hub import constants
+
+    from sousa_wds.cli import main
+    from sousa_wds.publish import hub as hub_calls
+
+    monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+
+    def cli(*args: str) -> tuple[int, str]:
+        code = main(list(args))
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        return code, err
+
+    code, err = cli("upload", str(folder), "a/b/c", "--token", DEFAULT_TOKEN, "--dry-run")
+    assert code == 1 and err.startswith("sousa-wds upload: error: 'a/b/c' is not a Hub dataset")
+    # The CLI's net for huggingface_hub's validation errors where no check of ours came first
+    # (here: the Hub client's own check of the repo id, ours disabled).
+    monkeypatch.setattr(hub_calls, "check_repo_id", lambda repo_id: None)
+    code, err = cli("upload", str(folder), "testuser/bad name", "--token", DEFAULT_TOKEN,
+                    "--dry-run")
+    assert code == 1 and err.startswith("sousa-wds upload: error: Repo id must use"), err
 
 
 def test_cli_push(hub, tmp_path, dataset_copy):

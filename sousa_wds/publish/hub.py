@@ -65,6 +65,28 @@ def resolve_token(explicit: str | None) -> tuple[str | None, str]:
     return get_token(), "HF_TOKEN" if from_env else "the saved login (`hf auth login`)"
 
 
+def check_repo_id(repo_id: str) -> None:
+    """An `UploadError` unless `repo_id` is USER/NAME as the Hub accepts it (huggingface_hub's
+    own validator), before anything is read or written: the card is rendered for it.
+
+    A bare NAME is refused too: the Hub would put it under the token's user, while the card
+    and the snippets in it would name a repo nobody can load.
+    """
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        reason = str(exc).replace(" Use `repo_type` argument if needed.", "").rstrip(".")
+    else:
+        if repo_id.count("/") == 1:
+            return
+        reason = "it has no USER/ part"
+    raise UploadError(f"{repo_id!r} is not a Hub dataset repo id ({reason}): give USER/NAME, "
+                      "e.g. USER/SOUSA; nothing was written or sent")
+
+
 def parse_hf_target(target: str) -> tuple[str, str]:
     """`hf://datasets/USER/NAME[@revision]` → (repo id, revision), by huggingface_hub's parser."""
     from huggingface_hub.errors import HfUriError

@@ -26,6 +26,7 @@ from ..errors import ManifestError
 from ..format import MANIFEST, PackOptions
 from ..verification import VerifyReport, load_manifest, verify
 from . import repo_card
+from .hub import check_repo_id
 from .upload import UploadResult, upload
 
 STAGING_SUFFIX = ".hf_staging"  # beside DATASET, never inside it: pack reads DATASET whole
@@ -79,6 +80,7 @@ def push(
     `pack_options` go to `sousa_wds.pack.pack` (shard_size, seed, order, workers, no_sharding,
     license, progress, ...), `upload_options` to `upload` (token, endpoint, private, ...).
     """
+    check_repo_id(repo_id)  # before packing for an hour, into a card naming it
     dataset = Path(dataset).absolute()
     folder = Path(staging).absolute() if staging else default_staging(dataset)
     options = {"repo_id": repo_id, **(pack_options or {})}

@@ -1,10 +1,11 @@
 """`upload` and `verify_remote`: publish a packed folder on the Hub, then check what it serves.
 
 How it works:
-- Pre-flight, before any write request: the dataset card is made to name the target repo
-  (`repo_card`), the folder matches its manifest (sizes; sha256 with `deep`), the repo will fit
-  the Hub's limits, and a write token is available and accepted (`whoami`). Each failure is
-  one `UploadError` saying how to fix it.
+- Pre-flight, before any write request: the repo id is one the Hub accepts (before the card
+  is touched), the dataset card is made to name the target repo (`repo_card`), the folder
+  matches its manifest (sizes; sha256 with `deep`), the repo will fit the Hub's limits, and a
+  write token is available and accepted (`whoami`). Each failure is one `UploadError` saying
+  how to fix it.
 - The plan (`plan.plan_upload`) compares the manifest's files with the listing of one remote
   commit. `dry_run` stops there and writes nothing, locally or remotely; without a token or a
   network it plans against an empty remote and says so.
@@ -129,6 +130,7 @@ def upload(
     are deleted (None: delete without asking). `progress` receives one line per step. Rerun
     the same call to resume.
     """
+    hub.check_repo_id(repo_id)
     say = progress or (lambda _line: None)
     revision = revision or hub.DEFAULT_REVISION
     local = _prepare(Path(out).absolute(), repo_id, keep_card=keep_card, dry_run=dry_run,
