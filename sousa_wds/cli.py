@@ -13,11 +13,15 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .defaults import DEFAULT_REPO_ID, DEFAULT_SEED
-from .errors import SousaWdsError, UploadError
+from .errors import SousaWdsError, UploadError, listing
 from .io import human_bytes
+
+if TYPE_CHECKING:
+    from .publish.plan import RemoteFile
 
 # True while main() runs the process's own command line (the console script, python -m):
 # only then may a command mark torch absent for the rest of the process.
@@ -236,7 +240,10 @@ def _upload_kwargs(args: argparse.Namespace) -> dict:
 
         disable_progress_bars()
 
-    def ask(stale: Sequence) -> bool:
+    def ask(stale: Sequence[RemoteFile]) -> bool:
+        """Name the files (the first MAX_LISTED) before asking: they may be the user's own."""
+        names = listing(f"{f.path}  {human_bytes(f.size)}" for f in stale)
+        print(f"on the Hub, not in the manifest:{names}")
         answer = input(f"Delete these {len(stale)} stale files from the Hub? [y/N] ")
         return answer.strip().lower() in ("y", "yes")
 

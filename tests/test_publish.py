@@ -549,6 +549,34 @@ def test_cli_says_one_line_for_an_invalid_repo_id(hub, folder, monkeypatch, caps
     assert code == 1 and err.startswith("sousa-wds upload: error: Repo id must use"), err
 
 
+def test_cli_names_stale_files_before_asking_to_delete_them(hub, folder, monkeypatch, capsys):
+    """They may be the user's own (a LICENSE, notes): the question comes after their names,
+    at most MAX_LISTED of them."""
+    import io
+
+    from huggingface_hub import constants
+
+    from sousa_wds.cli import main
+    from sousa_wds.errors import MAX_LISTED
+
+    monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                        hub.url + "/{repo_id}/resolve/{revision}/{filename}")
+    own = {"LICENSE": b"my own license"} | {f"docs/note-{i:02}.md": b"n" for i in range(24)}
+    hub.put_files(REPO, own)
+    answers = io.StringIO("n\n")
+    answers.isatty = lambda: True  # a terminal to ask
+    monkeypatch.setattr("sys.stdin", answers)
+    code = main(["upload", str(folder), REPO, "--token", DEFAULT_TOKEN, "--delete-stale",
+                 "--quiet"])
+    out = capsys.readouterr().out
+    asked = out.index("Delete these 25 stale files from the Hub? [y/N]")
+    named = out[:asked]
+    assert "LICENSE  14 B" in named and "docs/note-18.md" in named
+    assert "docs/note-19.md" not in named and f"... and {25 - MAX_LISTED} more" in named
+    assert code == 0 and set(own) <= set(hub.files(REPO))  # the answer was no
+
+
 def test_cli_push(hub, tmp_path, dataset_copy):
     args = ["push", str(dataset_copy), REPO, "--shard-size", "3MB", "--workers", "1", "--quiet"]
     staging = tmp_path / f"{dataset_copy.name}.hf_staging"  # beside the dataset, not inside
