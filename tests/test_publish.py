@@ -431,6 +431,31 @@ def test_new_release_retires_the_old_manifest_before_sending_data(hub, folder, e
     assert remote_files(hub) == local_files(folder)
 
 
+def test_leftover_shards_of_a_bigger_release_fail_upload_as_they_fail_verify(
+        hub, folder, example_dataset):
+    """A release with fewer shards leaves the old ones in data/, where the card's
+    `data/train-*.tar` reads them: upload and `verify hf://` of the same commit agree that
+    the copy is not OK until they are deleted."""
+    from sousa_wds.pack import pack
+
+    assert send(hub, folder).ok
+    pack(example_dataset, folder, shard_size=5_000_000, overwrite=True, repo_id=REPO)
+    leftovers = sorted(set(remote_files(hub)) - set(local_files(folder)))
+    assert leftovers and all(p.startswith("data/") for p in leftovers)
+    target = f"hf://datasets/{REPO}"
+    for options in ({}, {"delete_stale": True, "confirm": lambda stale: False}):
+        result = send(hub, folder, **options)
+        report = verify_remote(target, endpoint=hub.url)
+        assert not result.ok and not report.ok
+        assert result.verification.problems == report.problems
+        for path in leftovers:
+            assert (f"{path}: on the Hub but not in the manifest (left over from another "
+                    "upload? `sousa-wds upload --delete-stale` removes it)") in str(result)
+    result = send(hub, folder, delete_stale=True)
+    assert result.ok and verify_remote(target, endpoint=hub.url).ok
+    assert [f.path for f in result.deleted] == leftovers
+
+
 # --- push: pack + verify + upload --------------------------------------------------------
 
 

@@ -10,7 +10,8 @@ How it works:
 - `upload_patterns` and `deletion_paths` turn file lists into the few patterns and folder
   operations that keep a 100k-file upload or clean-up cheap.
 - `remote_problems` is the verification: every way a listing (plus the hashes of bytes actually
-  downloaded) differs from what the manifest promises.
+  downloaded) differs from what the manifest promises; `leftover_problems` adds the stale files
+  readers would take for data.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from ..format import (
+    FORMAT_FOLDERS,
     HUB_MAX_FILE_BYTES,
     HUB_MAX_FILES,
     HUB_MAX_FILES_PER_FOLDER,
@@ -88,6 +90,16 @@ def stale_files(expected: Iterable[str], remote: Mapping[str, RemoteFile]) -> li
     """Remote files the manifest does not list (the Hub's own `.gitattributes` excepted)."""
     keep = set(expected) | HUB_OWNED
     return [remote[p] for p in sorted(remote) if p not in keep]
+
+
+def leftover_problems(expected: Iterable[str], remote: Mapping[str, RemoteFile]) -> list[str]:
+    """Stale files in the format's folders, one problem each: readers glob those folders (the
+    card's `data/{split}-*.tar`, the loader), so a copy serving them is not the manifest's.
+    The one rule of `upload` and `verify hf://`; stale files elsewhere (a LICENSE) are fine."""
+    return [f"{entry.path}: on the Hub but not in the manifest (left over from another "
+            "upload? `sousa-wds upload --delete-stale` removes it)"
+            for entry in stale_files(expected, remote)
+            if entry.path.split("/", 1)[0] in FORMAT_FOLDERS]
 
 
 def deletion_paths(stale: Iterable[str], remote: Iterable[str]) -> list[str]:

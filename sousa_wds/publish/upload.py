@@ -18,7 +18,8 @@ How it works:
   listing, and the bytes of regular files (the Hub lists no sha256 for them). `deep` downloads
   and hashes every file. `verify_remote` runs the same check from the remote manifest.
 - Stale remote files are listed; `delete_stale` removes them in one commit once the upload
-  verified.
+  verified. Those left in the format's folders (readers would take them for data) make the
+  upload not OK, as they make `verify hf://` fail.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import UploadError, VerifyError
-from ..format import CARD, FORMAT_FOLDERS, MANIFEST, Manifest
+from ..format import CARD, MANIFEST, Manifest
 from ..io import human_bytes
 from ..verification import VerifyReport, load_manifest, local_file_problems
 from . import hub, repo_card
@@ -41,6 +42,7 @@ from .plan import (
     UploadPlan,
     deletion_paths,
     git_oid_candidates,
+    leftover_problems,
     manifest_specs,
     plan_upload,
     remote_problems,
@@ -232,7 +234,11 @@ def _check_and_clean(
     deep: bool, delete_stale: bool, confirm: Callable[[Sequence[RemoteFile]], bool] | None,
     say: Progress,
 ) -> UploadResult:
-    """Verify the new remote commit; delete stale files only when it verified (and allowed)."""
+    """Verify the new remote commit; delete stale files only when it verified (and allowed).
+
+    Stale files left in the format's folders then make the result not OK, as `verify hf://`
+    of the same commit would say (`leftover_problems`, the one rule of both).
+    """
     with hub.translated("the upload finished, but reading it back failed", token,
                         hint=f"check later with `sousa-wds verify hf://datasets/{repo_id}`"):
         after = hub.remote_state(api, repo_id, revision)
@@ -252,6 +258,8 @@ def _check_and_clean(
                              deletion_paths((f.path for f in stale), after.files), len(stale))
             after = hub.remote_state(api, repo_id, revision)
         deleted, stale = stale, stale_files(expected, after.files)
+    for problem in leftover_problems(expected, after.files):
+        report.add(problem)
     return UploadResult(plan, dry_run=False, commit=after.commit, verification=report,
                         stale=tuple(stale), deleted=tuple(deleted))
 
@@ -301,10 +309,8 @@ def verify_remote(target: str, *, token: str | None = None, endpoint: str | None
         expected = manifest_specs(manifest, raw)
         report = verify_state(api, repo_id, remote, expected, deep=deep)
     report.samples = manifest.samples
-    for entry in stale_files((f.path for f in expected), remote.files):
-        if entry.path.split("/", 1)[0] in FORMAT_FOLDERS:
-            report.add(f"{entry.path}: on the Hub but not in the manifest (left over from "
-                       "another upload? `sousa-wds upload --delete-stale` removes it)")
+    for problem in leftover_problems((f.path for f in expected), remote.files):
+        report.add(problem)
     return report
 
 
