@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -446,3 +448,20 @@ def test_cli_extract_prints_a_summary_and_fails_in_one_line(
     err = capsys.readouterr().err
     assert "nothing to extract" in err and "Traceback" not in err
     assert not (tmp_path / "none").exists()
+
+
+def test_a_damaged_metadata_file_ends_the_process_with_its_error_not_an_abort(
+        packed_copy: Path, tmp_path: Path) -> None:
+    """A process that stops right after reading a Parquet file could abort at exit (code 134,
+    "terminate called without an active exception") when Arrow's threads still held the
+    Python file object it was read from (apache/arrow#33975): the reader hands Arrow a buffer."""
+    rel = metadata_path("test")
+    path = packed_copy / rel
+    pq.write_table(_set("flac_size", lambda t: pa.nulls(t.num_rows, pa.int64()))(
+        pq.read_table(path)), path)
+    _relist(packed_copy, rel)
+    command = [sys.executable, "-m", "sousa_wds.cli", "extract", str(packed_copy),
+               str(tmp_path / "out"), "--split", "test", "--quiet"]
+    runs = [subprocess.run(command, capture_output=True, text=True) for _ in range(12)]
+    assert [r.returncode for r in runs] == [1] * 12, [r.stderr[-300:] for r in runs]
+    assert all("has rows without flac_size" in r.stderr for r in runs)

@@ -18,7 +18,6 @@ How it works:
 
 from __future__ import annotations
 
-import io
 import os
 from typing import Any
 
@@ -90,7 +89,10 @@ class PackedDataset:
             path = metadata_path(split)
             data = self.location.read_file(path)
             try:
-                parquet = pq.ParquetFile(io.BytesIO(data))
+                # An Arrow buffer, not a Python file: Arrow's threads may still close a Python
+                # file after the read returns, and a process ending then aborts (code 134,
+                # apache/arrow#33975): an error raised right after the read, then exit.
+                parquet = pq.ParquetFile(pa.BufferReader(data))
                 problem = _schema_problem(parquet.schema_arrow)
                 table = None if problem else parquet.read()
             except (pa.ArrowException, ValueError, OSError) as exc:
