@@ -431,26 +431,34 @@ def test_new_release_retires_the_old_manifest_before_sending_data(hub, folder, e
     assert remote_files(hub) == local_files(folder)
 
 
-def test_leftover_shards_of_a_bigger_release_fail_upload_as_they_fail_verify(
+def test_leftover_shards_of_a_bigger_release_refuse_the_upload_as_they_fail_verify(
         hub, folder, example_dataset):
     """A release with fewer shards leaves the old ones in data/, where the card's
-    `data/train-*.tar` reads them: upload and `verify hf://` of the same commit agree that
-    the copy is not OK until they are deleted."""
+    `data/train-*.tar` reads them: the upload is refused before anything is sent (the dry run
+    says so), and when their deletion is declined, upload and `verify hf://` of the same
+    commit agree that the copy is not OK."""
     from sousa_wds.pack import pack
 
     assert send(hub, folder).ok
     pack(example_dataset, folder, shard_size=5_000_000, overwrite=True, repo_id=REPO)
     leftovers = sorted(set(remote_files(hub)) - set(local_files(folder)))
     assert leftovers and all(p.startswith("data/") for p in leftovers)
+    before, writes = remote_files(hub), len(hub.writes())
+    plan = send(hub, folder, dry_run=True)
+    assert not plan.ok and f"refused: {len(leftovers)} file(s) on the Hub" in str(plan)
+    with pytest.raises(UploadError, match="nothing was sent.*--delete-stale") as refused:
+        send(hub, folder)
+    assert all(path in str(refused.value) for path in leftovers)
+    assert remote_files(hub) == before
+    assert [w.path for w in hub.writes()[writes:]] == ["/api/repos/create"]  # exist_ok
     target = f"hf://datasets/{REPO}"
-    for options in ({}, {"delete_stale": True, "confirm": lambda stale: False}):
-        result = send(hub, folder, **options)
-        report = verify_remote(target, endpoint=hub.url)
-        assert not result.ok and not report.ok
-        assert result.verification.problems == report.problems
-        for path in leftovers:
-            assert (f"{path}: on the Hub but not in the manifest (left over from another "
-                    "upload? `sousa-wds upload --delete-stale` removes it)") in str(result)
+    result = send(hub, folder, delete_stale=True, confirm=lambda stale: False)
+    report = verify_remote(target, endpoint=hub.url)
+    assert not result.ok and not report.ok
+    assert result.verification.problems == report.problems
+    for path in leftovers:
+        assert (f"{path}: on the Hub but not in the manifest (left over from another "
+                "upload? `sousa-wds upload --delete-stale` removes it)") in str(result)
     result = send(hub, folder, delete_stale=True)
     assert result.ok and verify_remote(target, endpoint=hub.url).ok
     assert [f.path for f in result.deleted] == leftovers

@@ -219,8 +219,29 @@ class UploadPlan:
     card_problem: str | None = None
 
     @property
+    def leftovers(self) -> list[str]:
+        """Stale files that readers of the format's folders would take for this pack's (the
+        card's `data/{split}-*.tar`, the loader): kept, the upload could not verify, so it is
+        refused before anything is sent. None with --delete-stale."""
+        return [] if self.delete_stale else [f.path for f in self.stale
+                                              if f.path.split("/", 1)[0] in FORMAT_FOLDERS]
+
+    @property
     def problems(self) -> list[str]:
-        return self.shape.problems() + ([self.card_problem] if self.card_problem else [])
+        """What refuses the upload, each with its fix: the dry run shows the same."""
+        problems = [f"{p}: pack with larger shards (--shard-size) or without --no-sharding, "
+                    "or delete stale files (--delete-stale)" for p in self.shape.problems()]
+        if self.card_problem:
+            problems.append(self.card_problem)
+        if leftovers := self.leftovers:
+            names = ", ".join(leftovers[:MAX_LISTED]) + (" ..." if len(leftovers) > MAX_LISTED
+                                                         else "")
+            problems.append(
+                f"{len(leftovers)} file(s) on the Hub in the format's folders are not in this "
+                f"pack ({names}): readers of those folders would take them for its own. Upload "
+                "with --delete-stale (it deletes them once the new files verify) or to another "
+                "repo")
+        return problems
 
     def __str__(self) -> str:
         lines = [f"plan for {self.repo_url}"]
@@ -239,9 +260,7 @@ class UploadPlan:
                "on the Hub, not in the manifest: kept, --delete-stale deletes them")
         lines += section(verb, why, [(f.path, f.size) for f in self.stale])
         lines.append(f"  after upload: {self.shape}")
-        lines += [f"  over the limit: {p}" for p in self.shape.problems()]
-        if self.card_problem:
-            lines.append(f"  refused: {self.card_problem}")
+        lines += [f"  refused: {p}" for p in self.problems]
         return "\n".join(lines)
 
 

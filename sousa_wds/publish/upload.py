@@ -158,9 +158,7 @@ def upload(
                           "dataset`) or upload without --private")
     plan = _plan(url, local, remote, delete_stale, None)
     if plan.problems:
-        raise UploadError(f"{url} would break the Hub's limits: {_quote(plan.problems)}; pack "
-                          "with larger shards (--shard-size) or without --no-sharding, or "
-                          "remove stale files (--delete-stale)")
+        raise UploadError(f"cannot upload to {url}, nothing was sent: {_quote(plan.problems)}")
     say(f"card: {local.card.note}")
     say(f"{len(plan.add)} files to send ({human_bytes(sum(f.size for f in plan.add))}), "
         f"{len(plan.skip)} already identical, {len(plan.stale)} stale")
