@@ -29,6 +29,7 @@ from sousa_wds.read.http import HTTP_RUN_GAP
 from sousa_wds.read.location import HttpLocation
 from sousa_wds.read.samples import Rows, decode_audio
 
+from .faults.craft import relist
 from .httpserver import FolderServer
 
 TOKEN = "s3cret-token"
@@ -553,6 +554,7 @@ def test_read_errors_are_named_and_skippable(packed: Path,
 
 def test_corrupt_metadata_names_the_file(packed_copy: Path) -> None:
     (packed_copy / "metadata" / "train.parquet").write_bytes(b"PAR1 not really parquet PAR1")
+    relist(packed_copy, "metadata/train.parquet")  # as a broken publisher would
     with pytest.raises(LoaderError, match=r"metadata/train\.parquet in .*not a readable Parquet"):
         sousa_wds.stream(packed_copy, "train")
 

@@ -5,10 +5,13 @@ How it works:
   manifest parser), so a folder of another format version or an unfinished pack is refused
   before any sample is read.
 - `frame(split)` reads `metadata/{split}.parquet` once and keeps it: labels plus where each
-  sample is (shard, byte offsets, sizes, sha256 of each member). Its columns are checked as it
-  is read (`_schema_problem`, `REQUIRED_VALUES`): every column of the format, integer offsets
-  and sizes, and the values that locate a member present, so a damaged or hostile file is one
-  named error, not a KeyError, a NaN size or a garbage byte range in whichever reader meets it.
+  sample is (shard, byte offsets, sizes, sha256 of each member). The file is checked against
+  its size and sha256 in the manifest first (`read_listed`): the member checks trust the
+  metadata's offsets and digests, so a changed byte there would change labels unnoticed. Its
+  columns are checked as it is read (`_schema_problem`, `REQUIRED_VALUES`): every column of the
+  format, integer offsets and sizes, and the values that locate a member present, so a damaged
+  or hostile file is one named error, not a KeyError, a NaN size or a garbage byte range in
+  whichever reader meets it.
 - `metadata(source, split)` is the public entry point; stream, random access and the CLI take a
   `PackedDataset` or anything `open_location` accepts.
 - With a cache (`cache_dir=`, or SOUSA_WDS_CACHE_DIR) a remote location is wrapped, once the
@@ -18,6 +21,7 @@ How it works:
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Any
 
@@ -25,7 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import LoaderError, MissingFile
+from ..errors import IntegrityError, LoaderError, MissingFile
 from ..format import LOCATION_COLUMNS, MANIFEST, METADATA_SCHEMA, SPLITS, Manifest, metadata_path
 from .cache import FileCache, cached, open_cache
 from .location import Location, open_location
@@ -87,7 +91,7 @@ class PackedDataset:
             raise LoaderError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
         if split not in self._frames:
             path = metadata_path(split)
-            data = self.location.read_file(path)
+            data = self.read_listed(path)
             try:
                 # An Arrow buffer, not a Python file: Arrow's threads may still close a Python
                 # file after the read returns, and a process ending then aborts (code 134,
@@ -111,6 +115,26 @@ class PackedDataset:
                     "the dataset (`sousa-wds verify` checks every file against the manifest)")
             self._frames[split] = table.to_pandas()
         return self._frames[split]
+
+    def read_listed(self, path: str) -> bytes:
+        """The whole file `path`, checked against its size and sha256 in the manifest (small
+        files only: it is held in memory). A local folder is checked too: its files may have
+        been copied or edited since they were packed."""
+        entry = self.manifest.file(path)
+        if entry is None:
+            raise LoaderError(f"{MANIFEST} in {self.location.description} does not list {path}: "
+                              "the pack is incomplete or was changed after packing (re-pack "
+                              "or re-download it)")
+        data = self.location.read_file(path)
+        if len(data) != entry.bytes:
+            problem = f"is {len(data)} bytes where {MANIFEST} says {entry.bytes}"
+        elif hashlib.sha256(data).hexdigest() != entry.sha256:
+            problem = f"does not match its sha256 in {MANIFEST}"
+        else:
+            return data
+        raise IntegrityError(f"{path} in {self.location.description} {problem}: the copy is "
+                             "damaged or was changed after packing. Re-download it, or "
+                             "`sousa-wds verify` the source to find every changed file")
 
 
 def packed(source: Any, token: str | bool | None = None, retries: int | None = None,

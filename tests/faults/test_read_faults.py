@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 import sousa_wds
@@ -263,6 +264,50 @@ def test_wrong_bytes_from_a_mirror_are_caught(packed: Path, faulty: FaultServer)
     with pytest.raises(IntegrityError, match=f"{row.key}.flac does not match flac_sha256"):
         list(sousa_wds.stream(faulty.url, "validation", decode=False, verify=True,
                               shuffle=False))
+
+
+def _silent_flip(path: Path) -> int:
+    """An offset in `path` (Parquet) whose byte, inverted, still parses but changes tempo_bpm:
+    the last byte of that column's dictionary page, a value stored as is."""
+    meta = pq.ParquetFile(path).metadata.row_group(0)
+    column = next(meta.column(i) for i in range(meta.num_columns)
+                  if meta.column(i).path_in_schema == "tempo_bpm")
+    at = column.data_page_offset - 1
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0xFF
+    changed = pq.read_table(io.BytesIO(bytes(data))).column("tempo_bpm")
+    assert changed != pq.read_table(path).column("tempo_bpm")  # parses, other labels
+    return at
+
+
+def test_metadata_from_a_mirror_is_checked_against_the_manifest(packed: Path,
+                                                                faulty: FaultServer) -> None:
+    """A flipped byte in the metadata may parse and change labels: only its sha256 in the
+    manifest tells (it did not: tempo_bpm 60 was read as -196)."""
+    path = packed / "metadata" / "validation.parquet"
+    for at in (_silent_flip(path), path.stat().st_size // 2):
+        faulty.clear()
+        faulty.add("metadata/validation.parquet", Fault("flip", at=at))
+        with pytest.raises(IntegrityError, match=r"metadata/validation\.parquet in http://"
+                                                 r".*does not match its sha256 in manifest\.json"):
+            sousa_wds.metadata(faulty.url, "validation")
+    faulty.add("metadata/validation.parquet", Fault("flip", at=_silent_flip(path)))
+    with pytest.raises(IntegrityError, match="validation.parquet"):
+        sousa_wds.stream(faulty.url, "validation", verify=True)
+    assert sousa_wds.metadata(faulty.url, "validation").equals(
+        sousa_wds.metadata(packed, "validation"))
+
+
+def test_changed_local_metadata_is_refused(packed_copy: Path) -> None:
+    path = packed_copy / "metadata" / "test.parquet"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match=f"metadata/test.parquet in {packed_copy}"):
+        sousa_wds.SampleMap(packed_copy, "test")
+    path.write_bytes(bytes(data) + b"\0")
+    with pytest.raises(IntegrityError, match=r"is \d+ bytes where manifest\.json says \d+"):
+        sousa_wds.metadata(packed_copy, "test")
 
 
 def test_truncated_shard_over_http_is_a_short_read(packed_copy: Path) -> None:

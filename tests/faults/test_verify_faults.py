@@ -14,8 +14,10 @@ import pytest
 
 from sousa_wds.cli import main
 from sousa_wds.errors import VerifyError
-from sousa_wds.format import MANIFEST, Manifest
+from sousa_wds.format import MANIFEST
 from sousa_wds.verification import verify
+
+from .craft import edit_manifest, relist
 
 INDEX = "index/train.json"
 
@@ -24,26 +26,6 @@ def problems(folder: Path, *, deep: bool = False) -> str:
     report = verify(folder, deep=deep)
     assert not report.ok, "damage not reported"
     return "\n".join(report.problems)
-
-
-def edit_manifest(folder: Path, change) -> None:
-    """Apply `change` to the manifest as a dict and write it back as pack would."""
-    data = json.loads((folder / MANIFEST).read_text())
-    change(data)
-    (folder / MANIFEST).write_bytes(Manifest.from_dict(data).to_json())
-
-
-def relist(folder: Path, rel: str) -> None:
-    """Make the manifest agree with the file's new bytes, so only content checks can tell."""
-    import hashlib
-
-    data = (folder / rel).read_bytes()
-
-    def change(m: dict) -> None:
-        entry = next(f for f in m["files"] if f["path"] == rel)
-        entry.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
-
-    edit_manifest(folder, change)
 
 
 # --- index JSON: damage of any byte is named -------------------------------------------------
