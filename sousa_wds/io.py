@@ -68,13 +68,33 @@ def drop_cached(fd: int, offset: int = 0, length: int = 0) -> None:
             os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
 
+def no_follow(path: str, flags: int) -> int:
+    """An `open()` opener that refuses a symbolic link in place of the file (ELOOP): a link
+    swapped in under a temporary name would have the bytes written wherever it points."""
+    return os.open(path, flags | os.O_NOFOLLOW, 0o666)
+
+
+def create_new(path: Path) -> None:
+    """Create `path` empty and exclusively, never through a link. The name is predictable, so
+    whatever holds it (the temporary file of a run that crashed, a link someone planted in a
+    shared folder) is unlinked, not written through, and the file made anew."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    try:
+        fd = os.open(path, flags, 0o666)
+    except FileExistsError:
+        path.unlink()  # a link itself goes, not its target
+        fd = os.open(path, flags, 0o666)
+    os.close(fd)
+
+
 @contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
-    """Yield a temporary sibling of `final`; move it into place only if the block succeeds."""
+    """Yield a temporary sibling of `final`, newly created (`create_new`); move it into place
+    only if the block succeeds."""
     final.parent.mkdir(parents=True, exist_ok=True)
     temp = temp_sibling(final)
-    temp.unlink(missing_ok=True)  # a link left (or planted) there would be written through
     try:
+        create_new(temp)  # a link left (or planted) there is replaced, never written through
         yield temp
         replace_durably(temp, final)
     except OSError as exc:
@@ -95,7 +115,7 @@ def with_filename(exc: OSError, path: Path) -> OSError:
 
 
 def write_bytes_atomic(final: Path, data: bytes) -> None:
-    with atomic_path(final) as temp, open(temp, "wb") as fh:
+    with atomic_path(final) as temp, open(temp, "wb", opener=no_follow) as fh:
         fh.write(data)
 
 

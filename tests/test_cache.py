@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import multiprocessing
+import re
 import shutil
 from pathlib import Path
 
@@ -200,6 +201,45 @@ def test_wrong_bytes_from_the_server_are_not_cached(packed_copy: Path, tmp_path:
     entry = _manifest(packed_copy).file(f"data/{shard.name}")
     assert entry is not None and entry.sha256 not in _blobs(cache)
     assert not [p for p in cache.rglob(".*")]
+
+
+def test_links_planted_in_the_cache_are_never_written_through(packed: Path,
+                                                              tmp_path: Path) -> None:
+    """The cache's names are predictable (blobs/xx/.SHA.partial, verified/.SHA.partial,
+    locks/SHA): links planted there, in a shared cache, made a fill write the file they point
+    at. A stale temporary file of a crashed fill is replaced."""
+    manifest = _manifest(packed)
+    test_sha = manifest.file("metadata/test.parquet").sha256
+    train_sha = manifest.file("metadata/train.parquet").sha256
+    cache = tmp_path / "cache"
+    victims = {}
+    for name, planted in [("blob", f"blobs/{test_sha[:2]}/.{test_sha}.partial"),
+                          ("record", f"verified/.{test_sha}.partial")]:
+        victims[name] = tmp_path / f"{name}.txt"
+        victims[name].write_bytes(b"precious user data\n")
+        (cache / planted).parent.mkdir(parents=True, exist_ok=True)
+        (cache / planted).symlink_to(victims[name])
+    stale = cache / "blobs" / train_sha[:2] / f".{train_sha}.partial"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_bytes(b"half a file from a fill that was killed" * 1000)
+    with FolderServer(packed) as server:
+        for split in ("test", "train"):
+            assert sousa_wds.metadata(server.url, split, cache_dir=cache).equals(
+                sousa_wds.metadata(packed, split))
+        for victim in victims.values():
+            assert victim.read_bytes() == b"precious user data\n"
+        for sha in (test_sha, train_sha):
+            blob = _blobs(cache)[sha]
+            assert not blob.is_symlink() and hashlib.sha256(blob.read_bytes()).hexdigest() == sha
+        assert not [p for p in cache.rglob(".*")]  # no temporary file, planted or stale, left
+
+        validation_sha = manifest.file("metadata/validation.parquet").sha256
+        absent = tmp_path / "created-through-the-lock"
+        lock = cache / "locks" / validation_sha
+        lock.symlink_to(absent)
+        with pytest.raises(LoaderError, match=re.escape(f"lock file {lock}: Too many levels")):
+            sousa_wds.metadata(server.url, "validation", cache_dir=cache)
+        assert not absent.exists()
 
 
 def test_hub_cache_by_env_var_holds_no_token(packed: Path, tmp_path: Path,

@@ -17,6 +17,10 @@ How it works:
   Bytes are streamed to a hidden temporary sibling while hashed, checked against the manifest's
   sha256 and size, fsynced and renamed (`io.atomic_path`): a half-written file never appears
   under its final name. Wrong bytes from the server raise IntegrityError and are not cached.
+  Names in the cache are predictable, so no file is opened through a symbolic link: the
+  temporary file is created anew (`io.create_new`; a stale one is unlinked) and written with
+  O_NOFOLLOW, a lock file opened with O_NOFOLLOW; a shared cache folder cannot be made to
+  write elsewhere.
 - Check: a file is hashed when it is fetched, and again whenever it changed since (its inode,
   size and mtime differ from those recorded in `verified/{sha256}` when it was last found
   right), so DataLoader workers, restarted each epoch, do not re-hash a whole split. A mismatch
@@ -50,7 +54,7 @@ from typing import Any
 
 from ..errors import IntegrityError, LoaderError, PackError
 from ..format import FileEntry, Manifest
-from ..io import HASH_CHUNK, atomic_path, file_sha256, parse_size, write_bytes_atomic
+from ..io import HASH_CHUNK, atomic_path, file_sha256, no_follow, parse_size, write_bytes_atomic
 from .location import LocalLocation, Location, _FileRange
 
 log = logging.getLogger(__name__)
@@ -135,7 +139,13 @@ class FileCache:
     def _locked(self, sha256: str) -> Iterator[None]:
         path = self.root / "locks" / sha256
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # never through a link: O_CREAT would make (or open) the file it points at
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            raise LoaderError(f"cannot open the cache's lock file {path}: "
+                              f"{exc.strerror or exc}. A lock file is an empty regular file "
+                              "you can write (delete a link or anything else there), or "
+                              "choose another cache_dir=") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -170,7 +180,7 @@ class FileCache:
     def _fill(self, inner: Location, entry: FileEntry, final: Path) -> None:
         digest = hashlib.sha256()
         try:
-            with atomic_path(final) as temp, open(temp, "wb") as fh:
+            with atomic_path(final) as temp, open(temp, "wb", opener=no_follow) as fh:
                 reader = inner.open_range(entry.path, 0, entry.bytes)
                 try:
                     for at in range(0, entry.bytes, DOWNLOAD_CHUNK):
