@@ -3,12 +3,16 @@
 How it works:
 - A query string is tokenised and parsed here, by a small recursive-descent parser that knows
   only: column names of the metadata, literals (numbers, quoted strings, True/False), the
-  comparisons `== != < <= > >=`, `in` / `not in` a `[...]` list, `and` / `or` / `not` (also
+  comparisons `== != < <= > >=` (a column on at least one side; chains such as
+  `60 <= tempo_bpm < 120`), `in` / `not in` a `[...]` list, `and` / `or` / `not` (also
   `& | ~`), parentheses, and `column.str.contains|startswith|endswith('text')` (plain substring,
   no regex). It evaluates to a pandas boolean mask built from Series operations. Nothing is
   looked up in any Python namespace: `@name`, attribute access, calls and any other token are
   refused with a `QueryError` naming the token and its position. (pandas' own `query` resolves
   `@name` in the caller's globals and can run code; it is not used.)
+- Every malformed query is a `QueryError`, never another exception: nesting (parentheses and
+  `not`) is bounded by MAX_NESTING, so the recursive descent cannot exhaust the stack, and a
+  number by MAX_NUMBER characters (Python refuses to convert integers of 4300+ digits).
 - A callable `DataFrame → mask or rows` is the way to arbitrary logic (your own code, your own
   risk); its result is checked and aligned with the metadata.
 """
@@ -17,7 +21,8 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -35,6 +40,11 @@ _TOKEN = re.compile(r"""
   | (?P<op>==|!=|<=|>=|<|>|&|\||~|\(|\)|\[|\]|,|\.|-)
 """, re.VERBOSE)
 _COMPARE = {"==": "eq", "!=": "ne", "<": "lt", "<=": "le", ">": "gt", ">=": "ge"}
+# `literal op column` is `column mirrored-op literal`.
+_MIRROR = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+# Levels of parentheses and `not`: each costs a few stack frames, and real queries use a few.
+MAX_NESTING = 50
+MAX_NUMBER = 50  # characters of one number literal
 _STRING_METHODS = ("contains", "startswith", "endswith")
 _KEYWORDS = {"and", "or", "not", "in", "True", "False"}
 
@@ -64,11 +74,24 @@ class _Parser:
         self.frame = frame
         self.tokens = _tokens(text)
         self.i = 0
+        self.depth = 0
 
-    def fail(self, message: str) -> QueryError:
-        kind, token, pos = self.tokens[self.i]
+    def fail(self, message: str, at: int | None = None) -> QueryError:
+        """The error `message`, naming the token at index `at` (default: the next one)."""
+        kind, token, pos = self.tokens[self.i if at is None else at]
         got = "the end" if kind == "end" else f"{token!r} at position {pos}"
         return QueryError(f"where={self.text!r}: {message}, found {got}")
+
+    @contextmanager
+    def nested(self) -> Iterator[None]:
+        """One more level of parentheses or `not`, refused past MAX_NESTING."""
+        if self.depth >= MAX_NESTING:
+            raise self.fail(f"more than {MAX_NESTING} levels of parentheses and not")
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
 
     def peek(self, *texts: str) -> bool:
         kind, token, _ = self.tokens[self.i]
@@ -102,36 +125,52 @@ class _Parser:
 
     def negation(self) -> Any:
         if self.peek("not", "~"):
-            self.i += 1
-            return ~_condition(self.negation(), self)
+            with self.nested():
+                self.i += 1
+                value = _condition(self.negation(), self)
+            return not value if isinstance(value, bool) else ~value  # ~True is -2
         return self.comparison()
 
     def comparison(self) -> Any:
         left = self.atom()
         result = None
         while self.peek(*_COMPARE, "in", "not"):
+            at = self.i
             op = self.take(*_COMPARE, "in", "not")
             if op == "not":
                 self.take("in")
                 op = "not in"
             right = self.atom()
-            if op in ("in", "not in"):
-                if not isinstance(right, list):
-                    raise self.fail(f"'{op}' needs a [...] list of literals after it")
-                step = _series(left, self.frame).isin(right)
-                step = ~step if op == "not in" else step
-            else:
-                step = getattr(_series(left, self.frame), _COMPARE[op])(right)
+            step = self.compare(left, op, right, at)
             result = step if result is None else result & step
             left = right
         return left if result is None else result
 
+    def compare(self, left: Any, op: str, right: Any, at: int) -> pd.Series:
+        """`left op right` (`op` is token `at`) with a column on one side: a literal on the
+        left is mirrored (`60 < tempo_bpm` is `tempo_bpm > 60`)."""
+        if op in ("in", "not in"):
+            if not isinstance(left, pd.Series):
+                raise self.fail(f"'{op}' needs a column on its left", at)
+            if not isinstance(right, list):
+                raise self.fail(f"'{op}' needs a [...] list of literals after it", at)
+            mask = left.isin(right)
+            return ~mask if op == "not in" else mask
+        if isinstance(left, list) or isinstance(right, list):
+            raise self.fail(f"a [...] list goes after 'in' or 'not in', not next to '{op}'", at)
+        if not isinstance(left, pd.Series):
+            if not isinstance(right, pd.Series):
+                raise self.fail("a comparison needs a column on one side", at)
+            left, op, right = right, _MIRROR[op], left
+        return getattr(left, _COMPARE[op])(right)
+
     def atom(self) -> Any:
         kind, token, _ = self.tokens[self.i]
         if self.peek("("):
-            self.i += 1
-            value = self.either()
-            self.take(")")
+            with self.nested():
+                self.i += 1
+                value = self.either()
+                self.take(")")
             return value
         if self.peek("["):
             return self.listing()
@@ -177,21 +216,23 @@ class _Parser:
             self.i += 1
         kind, token, _ = self.tokens[self.i]
         if kind == "number":
+            if len(token) > MAX_NUMBER:
+                raise self.fail(f"a number of more than {MAX_NUMBER} characters")
             self.i += 1
-            return sign * ast.literal_eval(token)
+            return sign * (int(token) if token.isdigit() else float(token))
         if sign > 0 and kind == "string":
+            try:
+                value = ast.literal_eval(token)  # a string literal token only: nothing to run
+            except (SyntaxError, ValueError) as exc:  # a bad escape, a NUL character
+                reason = exc.msg if isinstance(exc, SyntaxError) else str(exc)
+                raise self.fail(f"not a valid string literal ({reason}; escapes are Python's, "
+                                "such as \\n or \\x41)") from None
             self.i += 1
-            return ast.literal_eval(token)  # a string literal token only: nothing to run
+            return value
         if sign > 0 and self.peek("True", "False"):
             self.i += 1
             return token == "True"
         raise self.fail("expected a literal (number, quoted string, True or False)")
-
-
-def _series(value: Any, parser: _Parser) -> pd.Series:
-    if not isinstance(value, pd.Series):
-        raise parser.fail("a comparison needs a column on its left")
-    return value
 
 
 def _condition(value: Any, parser: _Parser) -> Any:
@@ -205,7 +246,9 @@ def query_mask(frame: pd.DataFrame, text: str) -> np.ndarray:
     """The boolean mask of the rows matching query `text` (see the module docstring)."""
     try:
         value = _Parser(text, frame).parse()
-    except TypeError as exc:  # pandas: e.g. a number column compared with a string by <
+    except QueryError:
+        raise
+    except (TypeError, ValueError) as exc:  # pandas: e.g. a number column < a string
         raise QueryError(f"where={text!r}: {exc}. Compare each column with a value of its "
                          "type") from None
     if isinstance(value, bool):

@@ -102,6 +102,11 @@ def test_where_strings_cannot_run_code(packed: Path, tmp_path: Path) -> None:
     "skill_tier not in [\"beginner\"] | tempo_bpm == 60",
     "rudiment_slug.str.contains('roll')",
     "rudiment_slug.str.startswith('single') and overall_score > -1.5",
+    "100 < tempo_bpm",  # a literal on the left (was AttributeError)
+    "60 <= tempo_bpm < 150 and -1.5 >= overall_score",
+    "tempo_bpm > 100 and not False",  # was refused: ~False is -1, not a condition
+    "not (not True) & (tempo_bpm == 60)",
+    "tempo_bpm == 60.0 or tempo_bpm == 1e2",
 ])
 def test_where_grammar_selects_what_pandas_selects(packed: Path, query: str) -> None:
     meta = sousa_wds.metadata(packed, "train")
@@ -116,10 +121,29 @@ def test_where_grammar_selects_what_pandas_selects(packed: Path, query: str) -> 
     ("no_such == 1", "unknown column 'no_such'"),
     ("tempo_bpm in 3", "needs a [...] list"),
     ("tempo_bpm", "is not a condition"),
+    # Each of these escaped as another exception before (RecursionError, SyntaxError,
+    # ValueError, AttributeError).
+    ("(" * 3000 + "tempo_bpm > 1" + ")" * 3000, "more than 50 levels of parentheses and not"),
+    ("not " * 3000 + "tempo_bpm > 1", "more than 50 levels"),
+    ("tempo_bpm > " + "9" * 5000, "a number of more than 50 characters"),
+    ("key == '\\N{NO SUCH NAME}'", "not a valid string literal"),
+    ("key == '\\x4'", "not a valid string literal"),
+    ("key == 'a\x00'", "not a valid string literal"),
+    ("tempo_bpm == [60, 80]", "a [...] list goes after 'in' or 'not in', not next to '=='"),
+    ("[60] < tempo_bpm", "a [...] list goes after 'in'"),
+    ("60 < 70", "a comparison needs a column on one side, found '<' at position 3"),
+    ("60 in [60]", "'in' needs a column on its left"),
 ])
 def test_where_refusals_name_the_token(packed: Path, query: str, named: str) -> None:
     with pytest.raises(QueryError, match=re.escape(named)):
         sousa_wds.stream(packed, "train", where=query)
+
+
+def test_cli_where_with_a_literal_on_the_left(packed: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["stream", str(packed), "--no-decode", "--where", "60 < tempo_bpm"]) == 0
+    fast = len(sousa_wds.metadata(packed, "train").query("tempo_bpm > 60"))
+    assert f"{fast} samples selected in train" in capsys.readouterr().out
 
 
 # --- 9.5: every member is checked against its sha256 --------------------------------------------
