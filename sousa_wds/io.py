@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import PackError
+from .errors import PackError, SousaWdsError
 
 HASH_CHUNK = 1 << 20  # 1 MiB reads: large enough to keep hashlib at full speed.
 
@@ -99,7 +99,9 @@ def atomic_path(final: Path) -> Iterator[Path]:
         replace_durably(temp, final)
     except OSError as exc:
         temp.unlink(missing_ok=True)
-        if exc.filename is None:  # a full disk or a failed fsync names no file: name ours
+        # A full disk or a failed fsync names no file: name ours. Our own errors (a source
+        # file missing is a FileNotFoundError too) already say what and where.
+        if exc.filename is None and not isinstance(exc, SousaWdsError):
             raise with_filename(exc, final) from exc
         raise
     except BaseException:

@@ -14,7 +14,7 @@ import pytest
 
 import sousa_wds
 from sousa_wds import cli
-from sousa_wds.errors import IntegrityError, LoaderError
+from sousa_wds.errors import IntegrityError, LoaderError, MissingFile
 from sousa_wds.example import make_example
 from sousa_wds.format import MANIFEST, Manifest
 from sousa_wds.pack import pack
@@ -240,6 +240,35 @@ def test_links_planted_in_the_cache_are_never_written_through(packed: Path,
         with pytest.raises(LoaderError, match=re.escape(f"lock file {lock}: Too many levels")):
             sousa_wds.metadata(server.url, "validation", cache_dir=cache)
         assert not absent.exists()
+
+
+def test_a_file_missing_at_the_source_is_a_missing_file_not_a_cache_failure(
+        packed_copy: Path, tmp_path: Path) -> None:
+    """A 404 during a fill was reported as a failure to write the cache ("Free space ...")
+    and was no longer a MissingFile: it is a FileNotFoundError, which the fill took for a disk
+    error."""
+    shard = sorted(packed_copy.glob("data/train-*.tar"))[0]
+    shard.unlink()
+    (packed_copy / "metadata" / "test.parquet").unlink()
+    cache = tmp_path / "cache"
+    with FolderServer(packed_copy) as server:
+        with pytest.raises(MissingFile, match=r"metadata/test\.parquet does not exist") as info:
+            sousa_wds.metadata(server.url, "test", cache_dir=cache)
+        assert "cache" not in str(info.value)
+        messages, tries = [], []
+        for cache_dir in (False, cache):
+            server.clear()
+            with pytest.raises(LoaderError) as info:
+                _raw(server.url, cache_dir)
+            messages.append(str(info.value))
+            tries.append(len([r for r in server.requests if r.path.endswith(shard.name)]))
+        assert messages[0] == messages[1]  # the same error, with the cache or without
+        assert tries[1] <= tries[0]  # not taken for an eviction and fetched again
+        assert f"{shard.name} does not exist" in messages[1]
+    manifest = _manifest(packed_copy)
+    for path in (f"data/{shard.name}", "metadata/test.parquet"):
+        assert manifest.file(path).sha256 not in _blobs(cache)
+    assert not [p for p in cache.rglob(".*")]
 
 
 def test_hub_cache_by_env_var_holds_no_token(packed: Path, tmp_path: Path,

@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import IntegrityError, LoaderError, PackError
+from ..errors import IntegrityError, LoaderError, MissingFile, PackError
 from ..format import FileEntry, Manifest
 from ..io import HASH_CHUNK, atomic_path, file_sha256, no_follow, parse_size, write_bytes_atomic
 from .location import LocalLocation, Location, _FileRange
@@ -194,6 +194,8 @@ class FileCache:
                         f"{entry.path} from {inner.description} does not match its sha256 in "
                         "the manifest: not cached. The server holds other bytes than the pack "
                         "says (re-upload the file, or `sousa-wds verify` the source)")
+        except LoaderError:  # the source's (a MissingFile is an OSError too), not the disk's
+            raise
         except OSError as exc:
             raise LoaderError(f"cannot write {entry.path} into the cache {self.root}: "
                               f"{exc.strerror or exc}. Free space, choose another cache_dir= "
@@ -251,6 +253,8 @@ class CachedLocation:
         for _ in range(3):  # another process may evict it between the check and the open
             try:
                 return _FileRange(self.cache.get(self.inner, entry), start)
+            except MissingFile:  # the source lacks it: not an eviction
+                raise
             except FileNotFoundError:
                 continue
         raise LoaderError(f"{path}: the cache {self.cache.root} evicted it three times before "
