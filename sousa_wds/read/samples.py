@@ -3,7 +3,10 @@
 How it works:
 - `Rows` turns metadata rows into compact arrays (shard, data offset and size of each member,
   the byte range covering them, each member's sha256 when the metadata has it): everything a
-  worker needs, without the labels.
+  worker needs, without the labels. Every reader (stream, SampleMap, load_audio, Ray) makes its
+  rows here, so this is where each `shard_path` is checked to name a file inside the pack
+  (`format.pack_path_problem`): `../x.tar` would read a file outside a local folder, or send a
+  request (and the token) outside the base URL.
 - `SampleReader.read(rows)` reads the rows in the order given with one range request per run of
   nearby rows (`location.run_gap`); `check` compares every member with the ustar header just
   before it (checksum, size, name) and, when verifying, with its `{member}_sha256` column
@@ -33,7 +36,7 @@ import pandas as pd
 import soundfile
 
 from ..errors import IntegrityError, LoaderError, ShortRead
-from ..format import MEMBERS, TAR_BLOCK
+from ..format import MEMBERS, TAR_BLOCK, pack_path_problem
 from .location import Location
 
 TAR_HEADER = TAR_BLOCK  # a member's ustar header is the block right before its data
@@ -68,7 +71,17 @@ class Rows:
                    members: tuple[str, ...] = MEMBERS) -> Rows:
         """From metadata rows: a DataFrame, or a mapping of its columns to arrays (a lookup of
         one row skips pandas, ~3 ms a call)."""
-        codes, shards = pd.factorize(np.asarray(frame["shard_path"], dtype=object))
+        codes, shards = pd.factorize(np.asarray(frame["shard_path"], dtype=object),
+                                     use_na_sentinel=False)
+        keys = np.asarray(frame["key"], dtype=object)
+        for i, shard in enumerate(shards):
+            problem = (pack_path_problem(shard) if isinstance(shard, str)
+                       else "is not a path")
+            if problem:
+                raise LoaderError(
+                    f"the metadata row of sample {keys[np.argmax(codes == i)]!r} has shard_path "
+                    f"{shard!r}, which {problem}: a shard is a file inside the pack. The "
+                    "metadata is damaged or crafted; re-download the pack (or re-pack it)")
         offsets = np.stack([np.asarray(frame[f"{m}_offset"], np.int64) for m in members], axis=1)
         sizes = np.stack([np.asarray(frame[f"{m}_size"], np.int64) for m in members], axis=1)
         first = offsets.argmin(axis=1)
@@ -82,7 +95,7 @@ class Rows:
             end=(offsets + sizes).max(axis=1),
             offsets=offsets,
             sizes=sizes,
-            keys=np.asarray(frame["key"], dtype=object),
+            keys=keys,
             sha256={m: np.asarray(frame[f"{m}_sha256"], dtype=object) for m in members
                     if f"{m}_sha256" in frame},
         )

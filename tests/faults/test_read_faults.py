@@ -30,6 +30,7 @@ from sousa_wds.errors import (
 from sousa_wds.read import http, samples
 from sousa_wds.read.samples import header_problem
 
+from ..httpserver import FolderServer
 from .craft import member_bytes, rewrite_metadata
 from .faultserver import Fault, FaultServer
 
@@ -358,6 +359,34 @@ def test_get_out_never_writes_outside_the_folder(packed_copy: Path, tmp_path: Pa
     assert main(["get", str(packed_copy), evil, "--out", str(out)]) == 1
     assert "cannot name a file" in capsys.readouterr().err
     assert not list(tmp_path.rglob("evil*"))
+
+
+def test_shard_paths_outside_the_pack_are_refused(packed: Path, tmp_path: Path) -> None:
+    """A metadata row whose shard_path leaves the pack: stream and SampleMap read a file
+    outside the local folder, or requested one outside the base URL, with the token."""
+    import shutil
+
+    pack_dir = tmp_path / "mirror" / "sousa"
+    shutil.copytree(packed, pack_dir)
+    (tmp_path / "outside").mkdir()
+    shard = sousa_wds.metadata(packed, "test").shard_path.iloc[0]
+    shutil.copy(packed / shard, tmp_path / "outside" / "x.tar")  # a readable shard there
+    escape = "../../outside/x.tar"
+    rewrite_metadata(pack_dir, "test", lambda f: f.assign(shard_path=escape))
+    refused = re.escape(f"has shard_path {escape!r}, which has an empty, '.' or '..' part")
+    with pytest.raises(LoaderError, match=refused):
+        list(sousa_wds.stream(pack_dir, "test", decode=False))
+    with pytest.raises(LoaderError, match=refused):
+        sousa_wds.SampleMap(pack_dir, "test")
+    with FolderServer(tmp_path, token="secret") as server:
+        with pytest.raises(LoaderError, match=refused):
+            list(sousa_wds.stream(f"{server.url}/mirror/sousa", "test", decode=False,
+                                  token="secret"))
+        assert server.requests and all(r.path.startswith("mirror/sousa/")
+                                       for r in server.requests)
+    rewrite_metadata(pack_dir, "test", lambda f: f.assign(shard_path=str(tmp_path / "x.tar")))
+    with pytest.raises(LoaderError, match="which is not a relative POSIX path"):
+        sousa_wds.get_sample(pack_dir, sousa_wds.metadata(packed, "test").key.iloc[0])
 
 
 def test_pax_size_header_is_read_for_huge_members() -> None:
