@@ -18,6 +18,7 @@ from sousa_wds.errors import IntegrityError, LoaderError, MissingFile
 from sousa_wds.example import make_example
 from sousa_wds.format import MANIFEST, Manifest
 from sousa_wds.pack import pack
+from sousa_wds.read.cache import FileCache
 
 from .conftest import SHARD_SIZE
 from .httpserver import FolderServer
@@ -269,6 +270,31 @@ def test_a_file_missing_at_the_source_is_a_missing_file_not_a_cache_failure(
     for path in (f"data/{shard.name}", "metadata/test.parquet"):
         assert manifest.file(path).sha256 not in _blobs(cache)
     assert not [p for p in cache.rglob(".*")]
+
+
+def test_a_file_evicted_between_check_and_read_is_fetched_again(
+        packed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process may evict a blob right after this one found it checked: reading the
+    metadata then failed with a bare FileNotFoundError (shards, opened by range, were
+    retried). The eviction is made at that moment, by deleting the blob as _evict would."""
+    cache = tmp_path / "cache"
+    evictions = []
+    known = FileCache._known
+
+    def evicted_after_the_check(self: FileCache, path: Path, st: object, sha: str) -> bool:
+        found = known(self, path, st, sha)
+        if found:
+            path.unlink()
+            evictions.append(path)
+        return found
+
+    with FolderServer(packed) as server:
+        expected = sousa_wds.metadata(server.url, "test", cache_dir=cache)  # fills the cache
+        monkeypatch.setattr(FileCache, "_known", evicted_after_the_check)
+        server.clear()
+        assert sousa_wds.metadata(server.url, "test", cache_dir=cache).equals(expected)
+        assert len(evictions) == 1
+        assert [r.path for r in server.requests] == [MANIFEST, "metadata/test.parquet"]
 
 
 def test_hub_cache_by_env_var_holds_no_token(packed: Path, tmp_path: Path,

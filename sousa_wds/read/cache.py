@@ -46,11 +46,11 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import IntegrityError, LoaderError, MissingFile, PackError
 from ..format import FileEntry, Manifest
@@ -58,6 +58,7 @@ from ..io import HASH_CHUNK, atomic_path, file_sha256, no_follow, parse_size, wr
 from .location import LocalLocation, Location, _FileRange
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CACHE_DIR_ENV = "SOUSA_WDS_CACHE_DIR"
 CACHE_SIZE_ENV = "SOUSA_WDS_CACHE_SIZE"
@@ -244,21 +245,26 @@ class CachedLocation:
         entry = self._cached(path)
         if entry is None:
             return self.inner.read_file(path)
-        return self.cache.get(self.inner, entry).read_bytes()
+        return self._use(entry, Path.read_bytes)
 
     def open_range(self, path: str, start: int, end: int) -> Any:
         entry = self._cached(path)
         if entry is None:
             return self.inner.open_range(path, start, end)
-        for _ in range(3):  # another process may evict it between the check and the open
+        return self._use(entry, lambda blob: _FileRange(blob, start))
+
+    def _use(self, entry: FileEntry, use: Callable[[Path], T]) -> T:
+        """`use(cached copy)`, fetched again when another process evicts it between the check
+        and the use (once open, an evicted file stays readable)."""
+        for _ in range(3):
             try:
-                return _FileRange(self.cache.get(self.inner, entry), start)
+                return use(self.cache.get(self.inner, entry))
             except MissingFile:  # the source lacks it: not an eviction
                 raise
             except FileNotFoundError:
                 continue
-        raise LoaderError(f"{path}: the cache {self.cache.root} evicted it three times before "
-                          "it could be opened; raise cache_size=")
+        raise LoaderError(f"{entry.path}: the cache {self.cache.root} evicted it three times "
+                          "before it could be read; raise cache_size=")
 
 
 def cached(location: Location, manifest: Manifest, cache: FileCache | None) -> Location:
