@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import subprocess
 import sys
 import tarfile
@@ -485,6 +486,16 @@ def test_random_access_reads_only_the_sample(packed: Path, server: FolderServer,
         view["nope"]
     with pytest.raises(LoaderError, match="no sample 'nope'"):
         sousa_wds.get_sample(packed, "nope")
+
+
+def test_an_unhashable_key_is_no_sample_like_any_other(packed: Path) -> None:
+    """A list as key raised a bare TypeError (unhashable) from the key index."""
+    view = sousa_wds.SampleMap(packed, "test", decode=False)
+    with pytest.raises(KeyError, match=re.escape("no sample ['a'] in")):
+        view[["a"]]
+    assert ["a"] not in view and view.get(["a"]) is None
+    with pytest.raises(LoaderError, match=re.escape("no sample ['a'] in")):
+        sousa_wds.get_sample(packed, ["a"])
 
 
 def _corrupt(packed_copy: Path, offset_column: str, data: bytes, at: int = 0) -> tuple[str, str]:

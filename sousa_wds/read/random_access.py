@@ -61,7 +61,7 @@ class SampleMap(Mapping[str, dict]):
     def position(self, key: str) -> int:
         try:
             return self._index[key]
-        except KeyError:
+        except (KeyError, TypeError):  # TypeError: an unhashable key (a list) is no key either
             raise KeyError(f"no sample {key!r} in {self._where}") from None
 
     def __getitem__(self, key: str | int) -> dict[str, Any]:
@@ -74,7 +74,10 @@ class SampleMap(Mapping[str, dict]):
         return self.reader.load(row, parts) | {"padding": False}
 
     def __contains__(self, key: object) -> bool:
-        return key in self._index
+        try:
+            return key in self._index
+        except TypeError:  # unhashable
+            return False
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._index)
@@ -165,7 +168,10 @@ def _split_of(dataset: PackedDataset, key: str, split: str | None) -> str:
             index = {k: (name, i) for name in SPLITS
                      for i, k in enumerate(dataset.frame(name)["key"])}
             _keys[dataset] = index
-    found = index.get(key)
+    try:
+        found = index.get(key)
+    except TypeError:  # an unhashable key (a list) is no key either
+        found = None
     if found is None or (split is not None and found[0] != split):
         raise LoaderError(f"no sample {key!r} in {dataset.location.description} "
                           f"({split or ', '.join(SPLITS)}); keys are sample_ids, e.g. from "
