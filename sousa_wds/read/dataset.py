@@ -93,12 +93,13 @@ class PackedDataset:
             path = metadata_path(split)
             data = self.read_listed(path)
             try:
-                # An Arrow buffer, not a Python file: Arrow's threads may still close a Python
-                # file after the read returns, and a process ending then aborts (code 134,
-                # apache/arrow#33975): an error raised right after the read, then exit.
+                # An Arrow buffer, not a Python file, and no thread pool: work Arrow's threads
+                # still did after a read returned made a process that ended right then abort
+                # (code 134, apache/arrow#33975; an error raised after the read, then exit).
+                # The file is small: one thread decodes it.
                 parquet = pq.ParquetFile(pa.BufferReader(data))
                 problem = _schema_problem(parquet.schema_arrow)
-                table = None if problem else parquet.read()
+                table = None if problem else parquet.read(use_threads=False)
             except (pa.ArrowException, ValueError, OSError) as exc:
                 raise LoaderError(
                     f"{path} in {self.location.description} is not a readable Parquet file "
