@@ -87,6 +87,17 @@ def create_new(path: Path) -> None:
     os.close(fd)
 
 
+def is_cached(fd: int, offset: int) -> bool:
+    """Whether the byte of `fd` at `offset` is in the page cache: a read that may not wait for
+    the disk (RWF_NOWAIT) gets it. False where that cannot be asked (not Linux)."""
+    if not hasattr(os, "RWF_NOWAIT"):
+        return False
+    try:
+        return os.preadv(fd, [bytearray(1)], offset, os.RWF_NOWAIT) == 1
+    except OSError:  # EAGAIN: not cached; or a file system without it
+        return False
+
+
 @contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temporary sibling of `final`, newly created (`create_new`); move it into place

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tarfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -38,7 +39,7 @@ from ..format import (
     pack_path_problem,
     tar_framing,
 )
-from ..io import drop_cached, file_sha256
+from ..io import drop_cached, file_sha256, is_cached
 from .report import VerifyReport
 
 MEMBER_HASHES = {"flac": "flac_sha256", "mid": "mid_sha256", "json": "json_sha256"}
@@ -210,10 +211,14 @@ def _scan(path: Path, regions: list[tuple[int, int, hashlib._Hash | bytes]],
     stop = None if whole is not None or not regions else regions[-1][0] + regions[-1][1]
     first = 0  # first region not fully seen yet
     same = True
-    # Read from `kept` on and still cached: dropped as the read goes, this read's range only
-    # (other processes read other runs of the shard).
-    kept = start
     with open(path, "rb", buffering=0) as fh:
+        fd, end_of_read = fh.fileno(), stop if stop is not None else os.fstat(fh.fileno()).st_size
+        # What this read brought into the page cache leaves it as the read goes, every
+        # DROP_EVERY bytes, this read's range only (other processes read other runs). A window
+        # whose last byte was cached before the read reached it was there already (a folder
+        # read or verified just before): it stays.
+        kept = start
+        warm = is_cached(fd, min(kept + DROP_EVERY, end_of_read) - 1)
         fh.seek(start)
         while n := fh.readinto(block if stop is None else view[:min(HASH_BLOCK, stop - start)]):
             end = start + n
@@ -233,10 +238,12 @@ def _scan(path: Path, regions: list[tuple[int, int, hashlib._Hash | bytes]],
                     first = i + 1
             start = end
             if start - kept >= DROP_EVERY:
-                drop_cached(fh.fileno(), kept, start - kept)
+                if not warm:
+                    drop_cached(fd, kept, start - kept)
                 kept = start
-        if start > kept:
-            drop_cached(fh.fileno(), kept, start - kept)
+                warm = is_cached(fd, min(kept + DROP_EVERY, end_of_read) - 1)
+        if start > kept and not warm:
+            drop_cached(fd, kept, start - kept)
     return start, same and first == len(regions)
 
 
