@@ -12,6 +12,7 @@ How it works:
 
 from __future__ import annotations
 
+import os
 import re
 
 from .errors import TokenError
@@ -35,6 +36,12 @@ def user_token(token: str | None, source: str) -> str | None:
                          f"carry (a control character or non-ASCII, at position {at + 1} of "
                          f"{len(token)}): {TOKEN_HELP}")
     return token or None
+
+
+def saved_token_source() -> str:
+    """Where huggingface_hub's `get_token()` finds a token: named in messages, never the token."""
+    env = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
+    return "HF_TOKEN" if env else "the saved login (`hf auth login`)"
 
 
 def hide_token(text: str, token: str | None) -> str:

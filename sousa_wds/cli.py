@@ -600,15 +600,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SousaWdsError as exc:
         print(f"sousa-wds {args.command}: error: {exc}", file=sys.stderr)
         return 1
-    except ValueError as exc:  # huggingface_hub's check of a repo id or argument: a user error
-        if not _hub_validation_error(exc):
-            raise
-        print(f"sousa-wds {args.command}: error: {exc}", file=sys.stderr)
-        return 1
     except OSError as exc:  # disk full, permissions, a vanished file: name it, no traceback
         hint = " with --resume to keep finished shards" if args.command == "pack" else ""
         print(f"sousa-wds {args.command}: error: {exc}. Fix the cause and rerun{hint}.",
               file=sys.stderr)
+        return 1
+    except ValueError as exc:  # huggingface_hub's check of a repo id or argument: a user error
+        if not _hub_validation_error(exc):  # (after OSError: some errors are both)
+            raise
+        print(f"sousa-wds {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"sousa-wds {args.command}: interrupted", file=sys.stderr)

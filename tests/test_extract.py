@@ -465,3 +465,21 @@ def test_a_damaged_metadata_file_ends_the_process_with_its_error_not_an_abort(
     runs = [subprocess.run(command, capture_output=True, text=True) for _ in range(12)]
     assert [r.returncode for r in runs] == [1] * 12, [r.stderr[-300:] for r in runs]
     assert all("has rows without flac_size" in r.stderr for r in runs)
+
+
+def test_an_os_error_that_is_also_a_value_error_is_one_line(
+        packed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`io.UnsupportedOperation` is both: the CLI's clause for huggingface_hub's ValueErrors
+    must not catch it first and re-raise it as a traceback."""
+    import io
+
+    from sousa_wds.restore import run
+
+    def unsupported(*args: object) -> None:
+        raise io.UnsupportedOperation("fileno")
+
+    monkeypatch.setattr(run, "write_labels", unsupported)
+    assert main(["extract", str(packed), str(tmp_path / "out"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("sousa-wds extract: error: fileno") and len(err.splitlines()) == 1

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import sousa_wds
 from sousa_wds.errors import PackError, TokenError, UploadError, VerifyError
 from sousa_wds.format import CARD, HUB_MAX_FILE_BYTES, HUB_MAX_FILES_PER_FOLDER, MANIFEST
 from sousa_wds.publish.hub import parse_hf_target, redact
@@ -296,6 +297,19 @@ def test_a_token_is_stripped_or_refused_and_never_shown(hub, folder):
             with pytest.raises(TokenError, match="token from --token holds a character") as error:
                 call(bad)
             assert WRONG_TOKEN not in str(error.value) and "hf_test" not in str(error.value)
+    assert hub.log == []
+
+
+def test_a_token_from_hf_token_is_checked_and_named_by_its_source(hub, folder, monkeypatch):
+    """HF_TOKEN holding a character no header carries was a raw UnicodeEncodeError from the
+    HTTP library; it is the same refusal as --token's, naming HF_TOKEN."""
+    monkeypatch.setenv("HF_TOKEN", f"{WRONG_TOKEN}\u00e9")
+    hub.clear_log()
+    for call in (lambda: upload(folder, REPO, endpoint=hub.url, dry_run=True),
+                 lambda: sousa_wds.metadata(f"hf://datasets/{REPO}")):
+        with pytest.raises(TokenError, match="token from HF_TOKEN holds a character") as error:
+            call()
+        assert WRONG_TOKEN not in str(error.value)
     assert hub.log == []
 
 

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..auth import hide_token, user_token
+from ..auth import hide_token, saved_token_source, user_token
 from ..errors import SousaWdsError, UploadError, VerifyError
 from ..format import MANIFEST
 from ..io import stream_sha256
@@ -61,8 +61,8 @@ def resolve_token(explicit: str | None) -> tuple[str | None, str]:
         return explicit, "--token"
     from huggingface_hub import get_token
 
-    from_env = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
-    return get_token(), "HF_TOKEN" if from_env else "the saved login (`hf auth login`)"
+    source = saved_token_source()
+    return user_token(get_token(), f"from {source}"), source
 
 
 def check_repo_id(repo_id: str) -> None:

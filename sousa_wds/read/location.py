@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import quote
 
-from ..auth import user_token
+from ..auth import saved_token_source, user_token
 from ..errors import HttpError, LoaderError, MissingFile, ShortRead
 from .http import HTTP_RUN_GAP, HttpClient, _HttpRange, redact
 
@@ -172,7 +172,7 @@ def hub_token(token: str | bool | None) -> str | None:
         return token
     from huggingface_hub import get_token
 
-    return get_token()
+    return user_token(get_token(), f"from {saved_token_source()}")
 
 
 def _auth(token: str | None) -> dict[str, str]:
