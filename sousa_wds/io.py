@@ -89,7 +89,10 @@ def create_new(path: Path) -> None:
 
 def is_cached(fd: int, offset: int) -> bool:
     """Whether the byte of `fd` at `offset` is in the page cache: a read that may not wait for
-    the disk (RWF_NOWAIT) gets it. False where that cannot be asked (not Linux)."""
+    the disk (RWF_NOWAIT) gets it. False where that cannot be asked (not Linux).
+
+    Not free of effects: on a miss the kernel may still start reading that page (Linux 6.18
+    here: False, then True a moment later), so it is no way to measure what is cached."""
     if not hasattr(os, "RWF_NOWAIT"):
         return False
     try:

@@ -67,6 +67,57 @@ def test_output_is_byte_identical_across_runs_and_worker_counts(
     assert _tree(tmp_path / "w1") == reference
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_shards_synced_and_dropped_from_the_cache_as_they_go_are_the_same_bytes(
+    example_dataset: Path, packed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    workers: int,
+) -> None:
+    """Every SYNC_EVERY bytes the writer thread syncs the shard and drops that range from the
+    page cache: with 64 KiB instead of 128 MB that happens many times in each test shard, and
+    the output is the reference's to the byte (only the bytes are checked: whether pages were
+    dropped depends on the file system, tmpfs keeps them)."""
+    from sousa_wds.pack import tar
+
+    synced: list[int] = []
+    real = tar._HashingWriter._sync_and_drop
+
+    def counted(self, start: int, end: int) -> None:
+        synced.append(end - start)
+        real(self, start, end)
+
+    monkeypatch.setattr(tar._HashingWriter, "SYNC_EVERY", 64 << 10)
+    monkeypatch.setattr(tar._HashingWriter, "_sync_and_drop", counted)
+    pack(example_dataset, tmp_path / "out", shard_size=SHARD_SIZE, workers=workers,
+         progress=False)
+    assert _tree(tmp_path / "out") == _tree(packed)
+    if workers == 1:  # the workers' calls are in their own processes
+        assert len(synced) > 2 * len([p for p in _tree(packed) if p.startswith("data/")])
+
+
+def test_an_interrupted_shard_is_not_synced_before_it_is_removed(
+    example_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shard left by Ctrl-C (or a changed source file) is deleted: syncing its last up to
+    128 MB first would only make the stop wait."""
+    from sousa_wds.errors import PackInterrupted
+    from sousa_wds.pack import tar
+
+    dataset = read_dataset(example_dataset)
+    shard = plan_shards(dataset.samples, shard_size=10**12).shards[0]  # a split's samples
+    task = tar.ShardTask(split=shard.split, name=shard.name, path=shard.path,
+                         positions=shard.positions, source_root=str(dataset.root),
+                         out_root=str(tmp_path))
+    synced: list[int] = []
+    monkeypatch.setattr(tar, "_datasync", synced.append)
+    calls = iter([False, True])
+    with pytest.raises(PackInterrupted):
+        tar.write_shard(task, stop=lambda: next(calls, True), labels=dataset.labels,
+                        samples=dataset.samples)
+    assert synced == [] and not any(tmp_path.rglob("*.tar*"))
+    tar.write_shard(task, labels=dataset.labels, samples=dataset.samples)
+    assert len(synced) == 1  # the finished shard's tail, before its rename
+
+
 def test_no_timestamps_or_absolute_paths_in_output(packed: Path, example_dataset: Path) -> None:
     for rel, data in _tree(packed).items():
         assert str(example_dataset).encode() not in data, rel

@@ -160,6 +160,7 @@ class _HashingWriter(io.RawIOBase):
             self._free.put(_Lent())
         self._error: BaseException | None = None
         self._ended = False  # the end (None) is queued
+        self._aborted = False  # left by an exception: the shard is removed, its tail not synced
         self._threads = [threading.Thread(target=stage, daemon=True)
                          for stage in (self._hash, self._write)]
         for thread in self._threads:
@@ -167,6 +168,10 @@ class _HashingWriter(io.RawIOBase):
 
     def writable(self) -> bool:
         return True
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._aborted = exc_info[0] is not None
+        super().__exit__(*exc_info)
 
     def tell(self) -> int:
         return self.bytes
@@ -241,7 +246,7 @@ class _HashingWriter(io.RawIOBase):
                         synced = written
                 except BaseException as exc:  # re-raised on the main thread
                     self._error = exc
-        if self._error is None:
+        if self._error is None and not self._aborted:
             try:
                 self._sync_and_drop(synced, written)
             except BaseException as exc:

@@ -114,7 +114,7 @@ class PackedDataset:
                     f"{path} in {self.location.description} {problem}: it is damaged or was not "
                     "written by sousa-wds. Re-download the pack from its publisher or re-pack "
                     "the dataset (`sousa-wds verify` checks every file against the manifest)")
-            self._frames[split] = table.to_pandas()
+            self._frames[split] = table.to_pandas(use_threads=False)
         return self._frames[split]
 
     def read_listed(self, path: str) -> bytes:
