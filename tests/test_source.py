@@ -508,3 +508,15 @@ def test_duplicate_exercise_row(dataset_copy: Path) -> None:
     message = _error(dataset_copy)
     assert f"duplicate sample_id in {dataset_copy}/labels/exercises.parquet" in message
     assert ex.column("sample_id")[4].as_py() in message
+
+
+def test_identities_keep_only_key_split_and_row(example_dataset: Path) -> None:
+    """What pack keeps of the samples once their media are written: a media column asked of
+    it is an error, never zeros standing in for sizes."""
+    samples = read_dataset(example_dataset).samples
+    kept = samples.identities()
+    assert kept.table.column_names == ["key", "split", "row"] and len(kept) == len(samples)
+    assert kept.keys() == samples.keys() and kept.column("row") == samples.column("row")
+    assert kept.split("test").keys() == samples.split("test").keys()
+    with pytest.raises(KeyError):
+        kept.column("audio_bytes")

@@ -145,11 +145,12 @@ class SampleTable(Sequence[SourceSample]):
         return SampleTable(self.table.take(rows))
 
     def identities(self) -> SampleTable:
-        """The same samples, in the same rows, with only key, split and label row kept (media
-        fields empty): all a pack needs of them once their media are written (at 100k
-        samples, 28.9 -> 13.0 MB of buffers; the emptied number columns are zeros, not absent)."""
-        return SampleTable.from_columns(**{name: self.table.column(name)
-                                           for name in ("key", "split", "row")})
+        """The same samples, in the same rows, with only their key, split and label row: all a
+        pack needs of them once their media are written. The other columns are absent, not
+        zeros (at 100k samples 28.9 -> 7.4 MB of buffers; zero-filled they were 13.0 MB, at
+        the peak of pack's metadata stage): asking for one is a KeyError, iterating one an
+        error, never a sample with a size of 0."""
+        return SampleTable(self.table.select(["key", "split", "row"]))
 
     def media_bytes(self, positions: pa.Array | None = None) -> int:
         """Source bytes of all media, or of the samples at `positions` (without taking the
