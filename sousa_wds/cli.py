@@ -398,7 +398,9 @@ def _upload_options_parser() -> argparse.ArgumentParser:
                    help="hash everything: local files against the manifest before sending, and "
                    "every remote file (downloaded) after the upload, not only listed sizes/hashes")
     g.add_argument("--delete-stale", action="store_true",
-                   help="after a successful upload, delete remote files not in the manifest")
+                   help="after a successful upload, delete remote files not in the manifest "
+                   "(without it, such files in the format's folders, e.g. shards of a bigger "
+                   "earlier release, refuse the upload before anything is sent)")
     g.add_argument("--yes", action="store_true", help="do not ask before deleting stale files")
     g.add_argument("--keep-card", action="store_true",
                    help="upload README.md as it is, even if it names another repo")
