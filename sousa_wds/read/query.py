@@ -45,8 +45,21 @@ _MIRROR = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
 # Levels of parentheses and `not`: each costs a few stack frames, and real queries use a few.
 MAX_NESTING = 50
 MAX_NUMBER = 50  # characters of one number literal
+QUOTED = 200  # characters of a query an error quotes (its position names the place)
 _STRING_METHODS = ("contains", "startswith", "endswith")
 _KEYWORDS = {"and", "or", "not", "in", "True", "False"}
+
+
+def _cut(text: str) -> str:
+    """`text` quoted as an error quotes a query or a token: a long one (a generated list?)
+    cut, with its length, so the message stays a line and not a page."""
+    if len(text) <= QUOTED:
+        return repr(text)
+    return f"{text[:QUOTED]!r}... ({len(text):,} characters)"
+
+
+def _where(text: str) -> str:
+    return f"where={_cut(text)}"
 
 
 def _tokens(text: str) -> list[tuple[str, str, int]]:
@@ -55,7 +68,7 @@ def _tokens(text: str) -> list[tuple[str, str, int]]:
     while pos < len(text):
         match = _TOKEN.match(text, pos)
         if match is None:
-            raise QueryError(f"where={text!r}: {text[pos]!r} at position {pos} is not allowed. "
+            raise QueryError(f"{_where(text)}: {text[pos]!r} at position {pos} is not allowed. "
                              "A query may use column names, literals, comparisons, in/not in "
                              "[...], and/or/not and parentheses; use a callable for anything "
                              "else")
@@ -79,8 +92,8 @@ class _Parser:
     def fail(self, message: str, at: int | None = None) -> QueryError:
         """The error `message`, naming the token at index `at` (default: the next one)."""
         kind, token, pos = self.tokens[self.i if at is None else at]
-        got = "the end" if kind == "end" else f"{token!r} at position {pos}"
-        return QueryError(f"where={self.text!r}: {message}, found {got}")
+        got = "the end" if kind == "end" else f"{_cut(token)} at position {pos}"
+        return QueryError(f"{_where(self.text)}: {message}, found {got}")
 
     @contextmanager
     def nested(self) -> Iterator[None]:
@@ -179,7 +192,7 @@ class _Parser:
         if kind == "name" and token not in _KEYWORDS:
             self.i += 1
             if token not in self.frame.columns:
-                raise QueryError(f"where={self.text!r}: unknown column {token!r}. Columns: "
+                raise QueryError(f"{_where(self.text)}: unknown column {token!r}. Columns: "
                                  f"{', '.join(map(str, self.frame.columns))}")
             column = self.frame[token]
             return self.string_method(column) if self.peek(".") else column
@@ -249,13 +262,13 @@ def query_mask(frame: pd.DataFrame, text: str) -> np.ndarray:
     except QueryError:
         raise
     except (TypeError, ValueError) as exc:  # pandas: e.g. a number column < a string
-        raise QueryError(f"where={text!r}: {exc}. Compare each column with a value of its "
+        raise QueryError(f"{_where(text)}: {exc}. Compare each column with a value of its "
                          "type") from None
     if isinstance(value, bool):
         return np.full(len(frame), value)
     if isinstance(value, pd.Series) and value.dtype == bool:
         return value.to_numpy()
-    raise QueryError(f"where={text!r} is not a condition: compare a column with something "
+    raise QueryError(f"{_where(text)} is not a condition: compare a column with something "
                      "(e.g. \"tempo_bpm >= 120\")")
 
 
