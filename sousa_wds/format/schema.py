@@ -158,6 +158,16 @@ def castable(source: pa.DataType, target: pa.DataType) -> bool:
     return False
 
 
+def column_mismatches(schema: pa.Schema, columns: Mapping[str, pa.DataType]
+                      ) -> tuple[list[str], list[str]]:
+    """The `columns` a file's `schema` lacks, and those whose type does not convert to the
+    canonical one (`castable`): what every reader of an input table checks off its footer."""
+    absent = [name for name in columns if name not in schema.names]
+    wrong = [name for name, typ in columns.items()
+             if name in schema.names and not castable(schema.field(name).type, typ)]
+    return absent, wrong
+
+
 def conform(data: pa.Table | pa.RecordBatch, columns: dict[str, pa.DataType]):
     """Select `columns` in order, cast to their canonical types, NaN and ±Infinity to null.
 
@@ -206,6 +216,7 @@ __all__ = [
     "LOCATION_COLUMNS",
     "METADATA_SCHEMA",
     "castable",
+    "column_mismatches",
     "conform",
     "encode_record",
 ]

@@ -92,14 +92,19 @@ def stale_files(expected: Iterable[str], remote: Mapping[str, RemoteFile]) -> li
     return [remote[p] for p in sorted(remote) if p not in keep]
 
 
+def leftovers(stale: Iterable[RemoteFile]) -> list[RemoteFile]:
+    """The stale files in the format's folders: readers glob those folders (the card's
+    `data/{split}-*.tar`, the loader), so a copy serving them is not the manifest's. The one
+    rule of the upload plan, `upload` and `verify hf://`; stale files elsewhere (a LICENSE)
+    are fine."""
+    return [entry for entry in stale if entry.path.split("/", 1)[0] in FORMAT_FOLDERS]
+
+
 def leftover_problems(expected: Iterable[str], remote: Mapping[str, RemoteFile]) -> list[str]:
-    """Stale files in the format's folders, one problem each: readers glob those folders (the
-    card's `data/{split}-*.tar`, the loader), so a copy serving them is not the manifest's.
-    The one rule of `upload` and `verify hf://`; stale files elsewhere (a LICENSE) are fine."""
+    """`leftovers` of a listing, one problem each."""
     return [f"{entry.path}: on the Hub but not in the manifest (left over from another "
             "upload? `sousa-wds upload --delete-stale` removes it)"
-            for entry in stale_files(expected, remote)
-            if entry.path.split("/", 1)[0] in FORMAT_FOLDERS]
+            for entry in leftovers(stale_files(expected, remote))]
 
 
 def deletion_paths(stale: Iterable[str], remote: Iterable[str]) -> list[str]:
@@ -219,25 +224,17 @@ class UploadPlan:
     card_problem: str | None = None
 
     @property
-    def leftovers(self) -> list[str]:
-        """Stale files that readers of the format's folders would take for this pack's (the
-        card's `data/{split}-*.tar`, the loader): kept, the upload could not verify, so it is
-        refused before anything is sent. None with --delete-stale."""
-        return [] if self.delete_stale else [f.path for f in self.stale
-                                              if f.path.split("/", 1)[0] in FORMAT_FOLDERS]
-
-    @property
     def problems(self) -> list[str]:
         """What refuses the upload, each with its fix: the dry run shows the same."""
         problems = [f"{p}: pack with larger shards (--shard-size) or without --no-sharding, "
                     "or delete stale files (--delete-stale)" for p in self.shape.problems()]
         if self.card_problem:
             problems.append(self.card_problem)
-        if leftovers := self.leftovers:
-            names = ", ".join(leftovers[:MAX_LISTED]) + (" ..." if len(leftovers) > MAX_LISTED
-                                                         else "")
+        # Kept, they would make the upload fail its verification: refused before it sends.
+        if kept := ([] if self.delete_stale else [f.path for f in leftovers(self.stale)]):
+            names = ", ".join(kept[:MAX_LISTED]) + (" ..." if len(kept) > MAX_LISTED else "")
             problems.append(
-                f"{len(leftovers)} file(s) on the Hub in the format's folders are not in this "
+                f"{len(kept)} file(s) on the Hub in the format's folders are not in this "
                 f"pack ({names}): readers of those folders would take them for its own. Upload "
                 "with --delete-stale (it deletes them once the new files verify) or to another "
                 "repo")

@@ -32,7 +32,7 @@ from ..format import (
     SAMPLE_COLUMNS,
     SOURCE_SPLIT_FIELDS,
     SPLITS,
-    castable,
+    column_mismatches,
     conform,
 )
 from ..io import atomic_path, write_json_atomic
@@ -53,11 +53,11 @@ def check_table(path: Path, columns: Mapping[str, pa.DataType], what: str) -> No
     except (pa.ArrowException, OSError, ValueError) as exc:
         problem = f"is not a readable Parquet file ({type(exc).__name__}: {exc})"
     else:
-        missing = [n for n in columns if n not in schema.names]
-        wrong = [f"{n} ({schema.field(n).type}, not {t})" for n, t in columns.items()
-                 if n in schema.names and not castable(schema.field(n).type, t)]
+        missing, wrong = column_mismatches(schema, columns)
         problem = (f"lacks the column(s) {', '.join(missing)}" if missing else
-                   f"has column(s) of another type: {', '.join(wrong)}" if wrong else "")
+                   "has column(s) of another type: " + ", ".join(
+                       f"{n} ({schema.field(n).type}, not {columns[n]})" for n in wrong)
+                   if wrong else "")
     if problem:
         raise ExtractError(f"{what} {problem}: the pack is damaged or was not written by "
                            "sousa-wds. Re-download it from its publisher or re-pack the dataset")

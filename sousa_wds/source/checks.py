@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from ..arrays import FALSE, column, int_array, int_scalar
 from ..errors import DatasetError, Problems
-from ..format import SOURCE_SPLIT_FIELDS, castable, key_problem
+from ..format import SOURCE_SPLIT_FIELDS, column_mismatches, key_problem
 
 STREAM_BATCH_ROWS = 16_384  # label rows checked per batch (65,536: read_dataset at 2 GB +19 MB)
 STREAM_BUFFER_BYTES = 1 << 20
@@ -93,15 +93,12 @@ def open_checked(
         problems.add(f"unreadable Parquet file {path}", [str(exc).splitlines()[0]],
                      "the file is damaged or not Parquet; regenerate or re-copy it")
         return None
-    absent = [c for c in columns if c not in schema.names]
+    absent, wrong = column_mismatches(schema, columns)
     problems.add(f"{path} lacks required columns", absent,
                  "this does not look like SOUSA generator output; regenerate the labels")
-    wrong = [
-        f"{name}: {schema.field(name).type}, expected {typ}"
-        for name, typ in columns.items()
-        if name in schema.names and not castable(schema.field(name).type, typ)
-    ]
-    problems.add(f"{path} has columns of an unexpected type", wrong, INVALID_LABELS)
+    problems.add(f"{path} has columns of an unexpected type",
+                 [f"{name}: {schema.field(name).type}, expected {columns[name]}"
+                  for name in wrong], INVALID_LABELS)
     return None if absent or wrong else parquet
 
 
