@@ -404,6 +404,24 @@ def test_post_upload_check_catches_a_file_changed_after_packing(hub, folder):
     assert send(hub, folder).ok and remote_files(hub) == local_files(folder)
 
 
+def test_a_small_file_changed_after_packing_keeps_the_manifest_back(hub, folder):
+    """Regular (non-LFS) files are listed by git blob id only: the local bytes, hashed both
+    ways, tie that id to the manifest's sha256. Before, the manifest was committed over the
+    changed index and only the verification afterwards saw it."""
+    index = folder / "index" / "train.json"
+    text = bytearray(index.read_bytes())
+    at = text.index(b"train-00000.tar")
+    text[at:at + 5] = b"TRAIN"  # same size
+    index.write_bytes(bytes(text))
+    with pytest.raises(UploadError, match=f"{MANIFEST} was not committed.*index/train.json: "
+                       "changed after packing"):
+        send(hub, folder)
+    assert "index/train.json" in remote_files(hub) and MANIFEST not in remote_files(hub)
+    text[at:at + 5] = b"train"
+    index.write_bytes(bytes(text))
+    assert send(hub, folder).ok and remote_files(hub) == local_files(folder)
+
+
 def test_an_invalid_repo_id_is_refused_before_anything_is_written(hub, folder, tmp_path,
                                                                   dataset_copy):
     """Validated first: before, a dry run raised huggingface_hub's HFValidationError, and a

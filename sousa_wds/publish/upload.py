@@ -11,8 +11,9 @@ How it works:
   network it plans against an empty remote and says so.
 - The transfer is huggingface_hub's `upload_folder` (`hub.send_data`), limited to the
   manifest's files; `manifest.json` follows in its own commit, only once the listing of the
-  data commit matches it (sizes, LFS sha256), so a remote copy with a manifest holds every
-  file it lists. Resuming is the library's: a rerun compares content hashes with the
+  data commit matches it (sizes, LFS sha256, and the git blob id of each regular file against
+  the local bytes whose sha256 the manifest holds), so a remote copy with a manifest holds
+  every file it lists. Resuming is the library's: a rerun compares content hashes with the
   remote and sends only what is missing.
 - Verification reads one pinned commit: every expected path, size and LFS sha256 from the
   listing, and the bytes of regular files (the Hub lists no sha256 for them). `deep` downloads
@@ -24,6 +25,7 @@ How it works:
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -202,17 +204,39 @@ def _check_sent_data(api: HfApi, repo_id: str, revision: str, local: _Local) -> 
     Without `deep` the local files were only checked by size, so a file changed in place
     after packing is sent as it is. The listing of the data commit holds the sha256 the
     client computed of every LFS file it sent: compared with the manifest, no file is hashed
-    again. Regular (small) files are listed without one; verification reads them afterwards.
+    again. Regular (small) files are listed by git blob id only (`_regular_file_problems`).
     """
     sent = hub.remote_state(api, repo_id, revision)
     data = [f for f in local.expected if f.path != MANIFEST]
-    problems = remote_problems(data, sent.files, {})
+    problems = (remote_problems(data, sent.files, {})
+                or _regular_file_problems(local.root, data, sent.files))
     if problems:
         raise UploadError(
             f"{MANIFEST} was not committed to {repo_id}: the data sent from {local.root} does "
             f"not match it ({len(problems)} problem(s): {_quote(problems)}); files changed "
             f"after packing: run `sousa-wds verify {local.root} --deep`, pack again "
             "(--overwrite), then rerun the upload")
+
+
+def _regular_file_problems(root: Path, data: Sequence[FileSpec],
+                           files: dict[str, RemoteFile]) -> list[str]:
+    """The regular files sent whose bytes the manifest does not vouch for: each local file
+    (small: the Hub keeps larger ones in LFS) hashed both ways ties the remote blob id to the
+    manifest's sha256, with no download."""
+    from huggingface_hub.utils.sha import git_hash
+
+    problems = []
+    for spec in data:
+        entry = files[spec.path]
+        if entry.sha256 is not None:
+            continue
+        content = (local := root / spec.path).read_bytes()
+        if hashlib.sha256(content).hexdigest() != spec.sha256:
+            problems.append(f"{spec.path}: changed after packing ({local} and the manifest "
+                            "differ in sha256)")
+        elif git_hash(content) != entry.git_oid:
+            problems.append(f"{spec.path}: the Hub holds other bytes than {local}")
+    return problems
 
 
 def _plan(url: str, local: _Local, remote: RemoteState | None, delete_stale: bool,
