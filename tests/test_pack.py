@@ -26,6 +26,7 @@ from sousa_wds.pack import STATE_DIR, PackState, loose, pack, plan_shards
 from sousa_wds.pack.state import StateDir
 from sousa_wds.pack.tar import ShardResult
 from sousa_wds.source import read_dataset
+from sousa_wds.verification import verify
 
 from .conftest import SHARD_SIZE
 
@@ -376,6 +377,11 @@ def test_no_sharding_writes_loose_files(example_dataset: Path, tmp_path: Path) -
     manifest = json.loads((out / MANIFEST).read_text())
     assert manifest["layout"] == "loose"
     assert len(_tree(out)) == 2 * len(rows) + loose.FIXED_FILES
+    # What `push --no-sharding` runs before it uploads: every row used to be "damaged"
+    # (json_sha256 is null in this layout, as documented).
+    for deep in (False, True):
+        report = verify(out, deep=deep)
+        assert report.ok, str(report)
 
 
 def test_no_sharding_refuses_beyond_hub_limits(

@@ -42,7 +42,7 @@ ROW_COLUMNS: dict[str, type] = {
 }
 # Columns that are null in the loose layout (no tar, no JSON member).
 LOOSE_NULLS = frozenset({"shard_path", "index_in_shard", "flac_offset", "json_offset",
-                         "json_size", "mid_offset"})
+                         "json_size", "json_sha256", "mid_offset"})
 # Member hashes added by format version 2, compared by `deep` when the metadata has them.
 EXTRA_HASH_COLUMNS = ("mid_sha256", "json_sha256")
 MAX_ROW_PROBLEMS = 5
