@@ -468,8 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted pack into OUT, keeping finished shards")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace a previous pack in OUT (only its files are removed; refused "
-                   "in a folder that holds no sousa-wds pack)")
+                   help="replace a previous pack in OUT: only files it wrote are removed "
+                   "(files of yours elsewhere in OUT are kept); refused when pack's folders hold "
+                   "anything else or OUT holds no sousa-wds pack")
     p.add_argument("--repo-id", default=DEFAULT_REPO_ID,
                    help="Hub repo id used in the dataset card's code snippets (`upload` "
                    "renders the card again for the repo it uploads to)")

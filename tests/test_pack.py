@@ -23,7 +23,7 @@ from sousa_wds.errors import DatasetError, PackError, ResumeMismatch
 from sousa_wds.format import LABEL_COLUMNS, MANIFEST, METADATA_SCHEMA, SPLITS, encode_record
 from sousa_wds.io import parse_size
 from sousa_wds.pack import STATE_DIR, PackState, loose, pack, plan_shards
-from sousa_wds.pack.state import StateDir
+from sousa_wds.pack.state import LOCK_FILE, StateDir
 from sousa_wds.pack.tar import ShardResult
 from sousa_wds.source import read_dataset
 from sousa_wds.verification import verify
@@ -324,6 +324,67 @@ def test_non_empty_out_is_refused_unless_overwrite(
     (packed_copy / "notes.txt").write_text("mine")
     pack(example_dataset, packed_copy, shard_size=SHARD_SIZE, overwrite=True, progress=False)
     assert _tree(packed_copy) == before | {"notes.txt": b"mine"}
+
+
+def test_overwrite_deletes_only_what_pack_wrote(example_dataset: Path, packed_copy: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before, --overwrite removed pack's folders whole: a user's files in data/ and labels/,
+    and an audio/ folder a sharded pack never writes, were deleted."""
+    mine = {"data/MY_NOTES.txt": b"mine", "labels/my_extra_labels.parquet": b"mine",
+            "audio/my_recording.flac": b"mine", "data/.hidden": b"mine"}
+    for rel, data in mine.items():
+        (packed_copy / rel).parent.mkdir(parents=True, exist_ok=True)
+        (packed_copy / rel).write_bytes(data)
+    before = _tree(packed_copy)
+    with pytest.raises(PackError, match="--overwrite refused: pack's folders.*hold files pack "
+                       "does not write") as refused:
+        pack(example_dataset, packed_copy, shard_size=SHARD_SIZE, overwrite=True, progress=False)
+    assert all(rel in str(refused.value) for rel in mine)
+    assert _tree(packed_copy) == before
+    for rel in mine:
+        (packed_copy / rel).unlink()
+    (packed_copy / "audio").rmdir()
+    reference = _tree(packed_copy)
+    # Stopped once the old files are gone, before the new state: the manifest, deleted last,
+    # still marks the folder as a pack, so the same command finishes the job.
+    monkeypatch.setattr(StateDir, "start", _raise_keyboard_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        pack(example_dataset, packed_copy, shard_size=SHARD_SIZE, overwrite=True, progress=False)
+    assert (packed_copy / MANIFEST).is_file() and not (packed_copy / "data").exists()
+    monkeypatch.undo()
+    pack(example_dataset, packed_copy, shard_size=SHARD_SIZE, overwrite=True, progress=False)
+    assert _tree(packed_copy) == reference
+
+
+def _raise_keyboard_interrupt(*_args: object) -> None:
+    raise KeyboardInterrupt
+
+
+def test_links_where_pack_writes_are_refused(example_dataset: Path, dataset_copy: Path,
+                                             packed_copy: Path, tmp_path: Path) -> None:
+    """A link in OUT (or a planted lock file link) had pack write wherever it pointed: with
+    --resume, the stroke tables went into the source dataset's labels/ folder."""
+    interrupted = tmp_path / "interrupted"
+    ds = read_dataset(example_dataset)
+    StateDir(interrupted).start(PackState(ds.fingerprint(), plan_shards(
+        ds.samples, shard_size=SHARD_SIZE).options("shards")))
+    (interrupted / "labels").symlink_to(dataset_copy / "labels")
+    source = _tree(dataset_copy)
+    with pytest.raises(PackError, match=r"(?s)symbolic links where pack writes.*labels"):
+        pack(example_dataset, interrupted, shard_size=SHARD_SIZE, resume=True, progress=False)
+    (packed_copy / "index" / "train.json").unlink()
+    (packed_copy / "index" / "train.json").symlink_to(dataset_copy / "splits.json")
+    with pytest.raises(PackError, match=r"(?s)symbolic links where pack writes.*index/train.json"):
+        pack(example_dataset, packed_copy, shard_size=SHARD_SIZE, overwrite=True, progress=False)
+    assert _tree(dataset_copy) == source
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / LOCK_FILE).symlink_to(victim / "created_by_lock")
+    with pytest.raises(PackError, match="lock.*symbolic link"):
+        pack(example_dataset, fresh, shard_size=SHARD_SIZE, progress=False)
+    assert not any(victim.iterdir())
 
 
 def test_bad_input_leaves_out_untouched(dataset_copy: Path, packed_copy: Path,

@@ -141,6 +141,27 @@ def loose_midi_path(split: str, key: str) -> str:
     return f"midi/{split}/{key}.mid"
 
 
+_SPLIT_NAMES = "|".join(SPLITS)
+_PACK_FILE = re.compile(
+    rf"{re.escape(CARD)}|{re.escape(MANIFEST)}|data/(?:{_SPLIT_NAMES})-\d{{5,}}\.tar"
+    rf"|(?:metadata|preview)/(?:{_SPLIT_NAMES})\.parquet|index/(?:{_SPLIT_NAMES})\.json"
+    rf"|labels/(?:{'|'.join(LABEL_TABLES)})/(?:{_SPLIT_NAMES})\.parquet"
+    rf"|audio/(?:{_SPLIT_NAMES})/{_KEY.pattern}\.flac|midi/(?:{_SPLIT_NAMES})/{_KEY.pattern}\.mid")
+# io.temp_sibling's name for a final name too long to take its prefix: only loose media.
+_HASHED_TEMP = re.compile(rf"(?:audio|midi)/(?:{_SPLIT_NAMES})/\.[0-9a-f]{{64}}\.partial")
+
+
+def written_by_pack(rel: str) -> bool:
+    """Whether `rel` (a POSIX path in OUT) is a name pack writes, or its temporary name: all
+    that `pack --overwrite` may delete of a previous pack."""
+    folder, _, name = rel.rpartition("/")
+    if name.startswith(".") and name.endswith(".partial"):
+        if _HASHED_TEMP.fullmatch(rel):
+            return True
+        rel = f"{folder}/{name[1:-8]}" if folder else name[1:-8]
+    return _PACK_FILE.fullmatch(rel) is not None
+
+
 def key_problem(key: object) -> str | None:
     """Why `key` cannot be a WebDataset key, or None when it can.
 
@@ -186,4 +207,5 @@ __all__ = [
     "loose_audio_path",
     "loose_midi_path",
     "key_problem",
+    "written_by_pack",
 ]

@@ -5,29 +5,37 @@ How it works:
   following links (`Path.resolve`) and by file identity (`os.path.samefile`: bind mounts,
   hard-to-spell paths). Checked before anything is written.
 - An empty (or new) OUT starts a pack; a non-empty one needs `--resume` (an interrupted pack
-  with the same `PackState`) or `--overwrite`, which deletes only the names pack writes, and
-  only in a folder that holds our manifest or pack state. Anything else is refused with the
-  list of what would have been deleted.
+  with the same `PackState`) or `--overwrite`, which deletes only files named as pack names
+  them (`format.written_by_pack`), and only in a folder that holds our manifest or pack state.
+  Any other file in pack's folders, or a symbolic link there, refuses it before anything is
+  deleted, with the list. The manifest goes last, after the new state is written, so an
+  overwrite stopped half-way is still a folder `--overwrite` recognises.
+- A symbolic link among pack's folders would have pack write wherever it points (into the
+  source, say): refused for `--resume` and `--overwrite` alike.
 - Paths must be UTF-8: Parquet and JSON store them as text, so a path that is not would fail
   half-way through.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 from pathlib import Path
 
 from ..errors import PackError, listing
-from ..format import CARD, FORMAT_FOLDERS, MANIFEST
+from ..format import CARD, FORMAT_FOLDERS, LABEL_TABLES, MANIFEST, SPLITS, written_by_pack
 from ..format.manifest import FORMAT_NAME
 from .plan import PackPlan
 from .state import LOCK_FILE, STATE_DIR, PackState, StateDir
 from .tar import ShardResult
 
-# Everything pack may create; --overwrite removes these and nothing else in OUT.
+# Everything pack may create at OUT's top; --overwrite looks nowhere else.
 MANAGED = (*FORMAT_FOLDERS, CARD, MANIFEST, STATE_DIR)
+# The folders pack makes, deepest first: removed by --overwrite once empty.
+PACK_FOLDERS = (*(f"{top}/{split}" for top in ("audio", "midi") for split in SPLITS),
+                *(f"labels/{table}" for table in LABEL_TABLES), *FORMAT_FOLDERS)
 
 
 def check_utf8(*paths: str | os.PathLike) -> None:
@@ -76,26 +84,70 @@ def prepare_out(
 ) -> dict[str, ShardResult]:
     """Make OUT ready and return the shard results a resumed run can keep."""
     existing = sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE)
-    if existing and resume:
-        return _resumable(out, state, plan, states)
-    if existing and not overwrite:
+    if not existing:
+        states.start(state)
+        return {}
+    if not (resume or overwrite):
+        hint = (f"it holds an interrupted pack ({STATE_DIR}/): add --resume to continue it"
+                if states.exists() else "use --resume to continue an interrupted pack")
         raise PackError(
-            f"{out} is not empty ({', '.join(existing[:5])}{' ...' if len(existing) > 5 else ''}). "
-            "Use --resume to continue an interrupted pack, --overwrite to replace a previous "
-            "pack's files, or choose an empty folder."
+            f"{out} is not empty ({', '.join(existing[:5])}{' ...' if len(existing) > 5 else ''}): "
+            f"{hint}, --overwrite to replace a previous pack's files, or choose an empty folder."
         )
-    ours = [name for name in existing if name in MANAGED]
-    if ours and not _holds_a_pack(out, states):
+    ours, foreign, links = _scan(out, [name for name in existing if name in MANAGED])
+    if links:
+        raise PackError(f"{out} has symbolic links where pack writes; pack would write wherever "
+                        f"they point:{listing(links)}\nRemove the links, or choose another "
+                        "folder.")
+    if resume:
+        return _resumable(out, state, plan, states)
+    if (ours or foreign) and not _holds_a_pack(out, states):
         raise PackError(
             f"--overwrite refused: {out} holds no sousa-wds pack (no {MANIFEST}, no "
             f"{STATE_DIR}/), so these were not written by pack and would be deleted:"
-            f"{listing(ours)}\nChoose an empty folder, or move them away yourself."
+            f"{listing(ours + foreign)}\nChoose an empty folder, or move them away yourself."
         )
-    for name in ours:
-        target = out / name
-        shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
+    if foreign:
+        raise PackError(
+            f"--overwrite refused: pack's folders in {out} hold files pack does not write, "
+            f"which it would have to delete or leave among the new files:{listing(foreign)}\n"
+            "Move them out of OUT, then rerun."
+        )
+    for rel in ours:
+        if rel != MANIFEST:
+            (out / rel).unlink()
+    for rel in PACK_FOLDERS:  # deepest first
+        with contextlib.suppress(OSError):  # missing, or not empty (a user's empty folder)
+            (out / rel).rmdir()
+    if states.root.is_dir():
+        shutil.rmtree(states.root)
     states.start(state)
+    (out / MANIFEST).unlink(missing_ok=True)  # last: until the new state exists, it marks OUT
     return {}
+
+
+def _scan(out: Path, names: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """The files under `names` (pack's entries in OUT) that pack writes, those it does not, and
+    symbolic links, as paths relative to OUT. The state folder is pack's as a whole."""
+    ours: list[str] = []
+    foreign: list[str] = []
+    links: list[str] = []
+    for name in names:
+        top = out / name
+        if top.is_symlink():
+            links.append(name)
+        elif name != STATE_DIR and not top.is_dir():
+            (ours if written_by_pack(name) else foreign).append(name)
+        elif name != STATE_DIR:
+            for folder, dirs, files in os.walk(top):
+                for entry in (*dirs, *files):
+                    path = Path(folder, entry)
+                    rel = path.relative_to(out).as_posix()
+                    if path.is_symlink():
+                        links.append(rel)
+                    elif entry in files:
+                        (ours if written_by_pack(rel) else foreign).append(rel)
+    return ours, foreign, links
 
 
 def _resumable(out: Path, state: PackState, plan: PackPlan,

@@ -214,11 +214,19 @@ def out_lock(out: Path) -> Iterator[None]:
 
     out.mkdir(parents=True, exist_ok=True)
     path = out / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        why = "is a symbolic link" if path.is_symlink() else f"cannot be opened ({exc.strerror})"
+        raise PackError(f"the lock file {path} {why}; remove it, then rerun") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            # The holder unlinks the file as it finishes: a lock taken on that unlinked file
+            # (opened just before) would not exclude a run that creates the name anew.
+            if os.fstat(fd).st_ino != os.stat(path, follow_symlinks=False).st_ino:
+                raise BlockingIOError
+        except (BlockingIOError, FileNotFoundError):
             raise PackError(f"another sousa-wds pack is writing into {out} (it holds {path}); "
                             "wait for it to finish or stop it, then rerun") from None
         try:
