@@ -38,6 +38,7 @@ import hashlib
 import io
 import os
 import queue
+import stat
 import tarfile
 import threading
 from collections.abc import Callable, Iterable
@@ -299,8 +300,13 @@ def read_media(root: str | Path, rel: str, expected_bytes: int,
     """
     path = Path(root, PurePosixPath(rel))
     try:
-        with open(path, "rb", buffering=0) as fh:
+        # Non-blocking open: a FIFO swapped in since the check would block it forever.
+        with open(path, "rb", buffering=0, opener=_nonblocking) as fh:
             before = os.fstat(fh.fileno())
+            if not stat.S_ISREG(before.st_mode):
+                raise PackError(f"{path} changed while packing: it is no longer a regular "
+                                "file. Restore it, run `sousa-wds check`, then pack again "
+                                "with --resume.")
             data = fh.readall() if into is None else _read_into(fh, into, expected_bytes + 1)
         after = os.stat(path)
     except OSError as exc:
@@ -318,6 +324,10 @@ def read_media(root: str | Path, rel: str, expected_bytes: int,
             "restore the file), then run `sousa-wds check` and pack again with --overwrite."
         )
     return data
+
+
+def _nonblocking(path: str, flags: int) -> int:
+    return os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
 
 
 def _read_into(fh: io.RawIOBase, buffer: bytearray, limit: int) -> memoryview:

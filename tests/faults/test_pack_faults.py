@@ -107,6 +107,28 @@ def test_a_flac_rewritten_with_the_same_size_after_the_check_is_named(
         pack(dataset_copy, tmp_path / "out", workers=1)
 
 
+def test_a_flac_swapped_for_a_fifo_after_the_check_is_named(
+    dataset_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, the shard writer's open() of the FIFO blocked forever (nothing writes to it)."""
+    from sousa_wds.pack import run
+
+    victim = sorted((dataset_copy / "audio").rglob("*.flac"))[0]
+    real_plan = run.plan_shards
+
+    def plan_then_swap(*args, **kwargs):
+        plan = real_plan(*args, **kwargs)
+        victim.unlink()
+        os.mkfifo(victim)
+        return plan
+
+    monkeypatch.setattr(run, "plan_shards", plan_then_swap)
+    with pytest.raises(PackError, match=rf"{victim.name} changed while packing: it is no "
+                       "longer a regular file"):
+        pack(dataset_copy, tmp_path / "out", workers=1)
+    assert not list((tmp_path / "out").rglob("*.partial"))
+
+
 def test_a_flac_growing_while_read_is_named(
     dataset_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
