@@ -24,7 +24,7 @@ from sousa_wds.format import LABEL_COLUMNS, MANIFEST, METADATA_SCHEMA, SPLITS, e
 from sousa_wds.io import parse_size
 from sousa_wds.pack import STATE_DIR, PackState, loose, pack, plan_shards
 from sousa_wds.pack.state import LOCK_FILE, StateDir
-from sousa_wds.pack.tar import ShardResult
+from sousa_wds.pack.tar import ShardResult, source_stamp
 from sousa_wds.source import read_dataset
 from sousa_wds.verification import verify
 
@@ -306,7 +306,8 @@ def test_resume_refuses_other_options(example_dataset: Path, tmp_path: Path) -> 
     other = plan_shards(ds.samples, seed=99).options("shards")
     StateDir(out).start(PackState(ds.fingerprint(), other))
     before = _tree(out)
-    with pytest.raises(ResumeMismatch, match="another input, with other options"):
+    with pytest.raises(ResumeMismatch, match="another input, with other options.*changed: "
+                       "seed 99 -> 1234. Rerun"):
         pack(example_dataset, out, resume=True)
     assert _tree(out) == before
     (out / STATE_DIR / "state.json").write_text('{"fingerprint": "x"}')
@@ -487,8 +488,9 @@ def test_resume_rewrites_shards_whose_samples_changed(
     fields += ["key", "index_in_shard", "sample_rate", "channels", "num_frames"]
     for shard in plan.shards[1:]:
         rows = [{f: r[f] for f in fields} for r in _metadata(out) if r["shard"] == shard.name]
-        states.record(ShardResult(shard.name, shard.path, (out / shard.path).stat().st_size,
-                                  hashes[shard.path], tuple(rows)))
+        on_disk = (out / shard.path).stat()
+        states.record(ShardResult(shard.name, shard.path, on_disk.st_size, hashes[shard.path],
+                                  tuple(rows), on_disk.st_mtime_ns, source_stamp(shard.samples)))
     first = plan.shards[0]
     damaged = bytearray((out / first.path).read_bytes())
     damaged[600] ^= 0xFF
@@ -497,6 +499,42 @@ def test_resume_rewrites_shards_whose_samples_changed(
                               ({"key": "someone_else"}, {"key": "another"})))
     summary = pack(example_dataset, out, max_samples_per_shard=2, workers=1, resume=True)
     assert summary.reused_shards == len(plan.shards) - 1
+    assert _tree(out) == _tree(reference)
+
+
+def test_resume_rewrites_a_shard_edited_in_place_and_one_whose_source_changed(
+    dataset_copy: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, resume kept a shard whose record and size matched: a shard edited in place (same
+    size) or a source FLAC rewritten at the same size since (the fingerprint holds sizes)
+    ended in a pack that said OK and held the old bytes. A damaged record was an error."""
+    out, reference = tmp_path / "out", tmp_path / "ref"
+
+    def stop_after_12(progress: object) -> None:
+        if getattr(progress, "samples", 0) >= 12:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pack(dataset_copy, out, max_samples_per_shard=2, workers=1, progress=stop_after_12)
+    states = StateDir(out)
+    records = sorted(states.shards.glob("*.json"))
+    assert len(records) >= 5
+    edited = out / states.load_record(records[0].stem).path
+    data = bytearray(edited.read_bytes())
+    data[600] ^= 0xFF
+    edited.write_bytes(bytes(data))
+    key = states.load_record(records[1].stem).rows[0]["key"]
+    flac = dataset_copy / next(s.audio_path for s in read_dataset(dataset_copy).samples
+                               if s.key == key)
+    data = bytearray(flac.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size; the end check still passes
+    flac.write_bytes(bytes(data))
+    os.utime(flac, ns=(time.time_ns(), time.time_ns() + 10**9))
+    records[2].write_bytes(b"\xff" * 5000)
+    summary = pack(dataset_copy, out, max_samples_per_shard=2, workers=1, resume=True)
+    assert summary.reused_shards == len(records) - 3
+    assert f"{records[2]} is damaged: its shard is written again" in caplog.text
+    pack(dataset_copy, reference, max_samples_per_shard=2, workers=1)
     assert _tree(out) == _tree(reference)
 
 

@@ -4,8 +4,12 @@ How it works:
 - `state.json` is a `PackState`: the sousa-wds and format versions, the source fingerprint and
   the options. `--resume` continues only when the state of the new run equals it.
 - `shards/{name}.json` is written after each shard is renamed into place: the shard's offsets
-  and hashes (`ShardResult`). A shard is kept on resume only if its record holds exactly the
-  samples the plan gives it now and the file has the recorded size.
+  and hashes, its file's size and mtime, and a digest of its source files' paths, sizes and
+  mtimes (`ShardResult`). A shard is kept on resume only if its record holds exactly the
+  samples the plan gives it now, the file has the recorded size and mtime (a shard edited in
+  place is rewritten), and its sources are as the check sees them now (a FLAC rewritten at
+  the same size is packed again). A damaged record only costs its shard being rewritten.
+  Damage that keeps the mtime (bit rot) is `verify --deep`'s to find.
 - `OUT/.sousa-wds-pack.lock` is held (an exclusive `flock`) for the whole run, so a second pack
   into the same OUT is refused instead of racing. The kernel drops the lock when the process
   dies, even by SIGKILL, so a killed run never blocks the next one.
@@ -15,6 +19,7 @@ A damaged state file is a named error saying how to continue.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,7 +34,9 @@ from ..errors import PackError, ResumeMismatch
 from ..format import FORMAT_VERSION, PackOptions
 from ..io import write_bytes_atomic, write_json_atomic
 from .plan import PackPlan
-from .tar import ROW_SCHEMA, ShardResult
+from .tar import ROW_SCHEMA, ShardResult, source_stamp
+
+log = logging.getLogger(__name__)
 
 STATE_DIR = ".sousa-wds-pack"
 LOCK_FILE = ".sousa-wds-pack.lock"
@@ -64,11 +71,20 @@ class PackState:
 
     def validate(self, previous: PackState, out: Path) -> None:
         """Refuse to resume a pack started from another input, options or version."""
-        if previous != self:
-            raise ResumeMismatch(
-                f"cannot resume into {out}: it was started from another input, with other "
-                f"options or by another sousa-wds version ({previous.to_json()}, now "
-                f"{self.to_json()}). Rerun with the same options, or use --overwrite.")
+        if previous == self:
+            return
+        then, now = previous.to_json(), self.to_json()
+        changed = [f"{name} {then['options'].get(name)!r} -> {value!r}"
+                   for name, value in now["options"].items() if then["options"].get(name) != value]
+        changed += [f"{name} {then[name]} -> {now[name]}" for name in ("sousa_wds",
+                    "format_version") if then[name] != now[name]]
+        if then["fingerprint"] != now["fingerprint"]:
+            changed.append("the input dataset (its labels or media sizes changed, or it is "
+                           "another dataset)")
+        raise ResumeMismatch(
+            f"cannot resume into {out}: it was started from another input, with other "
+            f"options or by another sousa-wds version; changed: {'; '.join(changed)}. Rerun "
+            "with the same options, or use --overwrite.")
 
 
 @dataclass(frozen=True)
@@ -175,13 +191,21 @@ class StateDir:
         planned = {s.name: s for s in plan.shards}
         kept: dict[str, ShardResult] = {}
         for record in sorted(self.shards.glob("*.json")):
-            result = self.load_record(record.stem)
+            try:
+                result = self.load_record(record.stem)
+            except PackError:
+                log.warning("%s is damaged: its shard is written again", record)
+                continue
             shard = out / result.path
+            try:
+                on_disk = shard.stat()
+            except OSError:
+                continue
             if (
                 result.name in planned
                 and planned[result.name].samples.keys() == [row.get("key") for row in result.rows]
-                and shard.is_file()
-                and shard.stat().st_size == result.bytes
+                and (on_disk.st_size, on_disk.st_mtime_ns) == (result.bytes, result.mtime_ns)
+                and result.sources == source_stamp(planned[result.name].samples)
             ):
                 kept[result.name] = result
         return kept
@@ -203,8 +227,8 @@ def _load_json(path: Path) -> object:
 
 
 def _damaged(path: Path, exc: BaseException) -> PackError:
-    return PackError(f"{path} is damaged ({exc!r}); delete it and rerun with --resume (its "
-                     "shard is rewritten), or use --overwrite to start over")
+    return PackError(f"{path} is damaged ({repr(exc)[:200]}); delete it and rerun with "
+                     "--resume (its shard is rewritten), or use --overwrite to start over")
 
 
 @contextmanager

@@ -98,10 +98,15 @@ class ShardResult:
     bytes: int
     sha256: str
     rows: tuple[dict, ...]  # one location row per sample, in shard order
+    # How `--resume` tells the shard and its sources are still the ones written: the file's
+    # mtime once in place, and `source_stamp` of its samples ("" and 0: not known, rewrite).
+    mtime_ns: int = 0
+    sources: str = ""
 
     def to_json(self) -> dict:
         return {"name": self.name, "path": self.path, "bytes": self.bytes,
-                "sha256": self.sha256, "rows": list(self.rows)}
+                "sha256": self.sha256, "rows": list(self.rows), "mtime_ns": self.mtime_ns,
+                "sources": self.sources}
 
     @property
     def member_bytes(self) -> int:
@@ -110,7 +115,19 @@ class ShardResult:
     @classmethod
     def from_json(cls, data: dict) -> ShardResult:
         return cls(data["name"], data["path"], data["bytes"], data["sha256"],
-                   tuple(data["rows"]))
+                   tuple(data["rows"]), int(data.get("mtime_ns", 0)),
+                   str(data.get("sources", "")))
+
+
+def source_stamp(samples: SampleTable) -> str:
+    """One digest of what the media check saw of a shard's source files (paths, sizes,
+    mtimes): a file rewritten since a shard was written, even at the same size, changes it."""
+    digest = hashlib.sha256()
+    names = ("audio_path", "audio_bytes", "audio_mtime_ns", "midi_path", "midi_bytes",
+             "midi_mtime_ns")
+    for values in zip(*(samples.column(name).to_pylist() for name in names)):
+        digest.update(("\0".join(map(str, values)) + "\n").encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
 
 
 def member_bytes(rows: Iterable[dict]) -> int:
@@ -373,6 +390,7 @@ def write_shard(
                         progress(1, sample.audio_bytes + sample.midi_bytes)
             sink.close()
         replace_durably(temp, final)
+        mtime_ns = os.stat(final).st_mtime_ns
     except OSError as exc:
         temp.unlink(missing_ok=True)
         raise PackError(f"cannot write {final}: {exc.strerror or exc}. Free space or fix "
@@ -380,7 +398,8 @@ def write_shard(
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
-    return ShardResult(task.name, task.path, sink.bytes, sink.sha256.hexdigest(), tuple(rows))
+    return ShardResult(task.name, task.path, sink.bytes, sink.sha256.hexdigest(), tuple(rows),
+                       mtime_ns, source_stamp(task.samples))
 
 
 def _write_sample(tar: tarfile.TarFile, sink: _HashingWriter, task: ShardTask,
