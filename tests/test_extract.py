@@ -436,6 +436,21 @@ def test_group_members_with_different_midi_keep_their_own_file() -> None:
         plan_extract({"train": frame, "test": frame.iloc[2:3]})
 
 
+def test_a_key_too_long_for_a_file_name_is_refused_before_anything_is_written() -> None:
+    """A 300-character key packed and verified, then extract failed half-way (ENAMETOOLONG)
+    after writing other samples' files."""
+    long_key = "b" * 300
+    frame = pd.DataFrame({
+        "key": ["a1", long_key], "sample_id": ["a1", long_key], "rudiment_slug": ["flam"] * 2,
+        "augmentation_group_id": [None, None], "flac_size": [10] * 2,
+        "flac_sha256": ["0" * 64] * 2, "mid_size": [5] * 2, "mid_sha256": ["1" * 64] * 2,
+    })
+    with pytest.raises(ExtractError, match=r"train row 1: key 'b{40}'... is 300 characters: a "
+                       "file name holds at most 250"):
+        plan_extract({"train": frame})
+    assert len(plan_extract({"train": frame.iloc[:1]}).samples) == 1
+
+
 def test_cli_extract_prints_a_summary_and_fails_in_one_line(
         packed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cli"

@@ -24,6 +24,7 @@ import pandas as pd
 
 from ..errors import ExtractError, Problems
 from ..format import SPLITS, key_problem
+from ..io import NAME_MAX
 
 
 @dataclass(frozen=True)
@@ -115,9 +116,10 @@ def _refuse(unsafe: list[str], twice: list[str]) -> None:
     problems.add(
         "keys or rudiment slugs that cannot be file names under DIR",
         unsafe,
-        "this pack's metadata is damaged or hostile: keys and rudiment_slug may only hold "
-        "letters, digits, '_' and '-', and a key is its sample_id; re-download the pack from "
-        "a trusted source",
+        "keys and rudiment_slug may only hold letters, digits, '_' and '-', short enough "
+        "for a file name, and a key is its sample_id: this pack's metadata is damaged or "
+        "hostile (re-download it from a trusted source), or its ids were made for another "
+        "tool than the SOUSA generator",
     )
     problems.add("keys listed in two splits", twice,
                  "a sample belongs to one split; re-download or re-pack the dataset")
@@ -125,7 +127,11 @@ def _refuse(unsafe: list[str], twice: list[str]) -> None:
 
 
 def _unsafe(**parts: object) -> str | None:
-    """Why these path parts could not be file names under DIR, or None."""
+    """Why these path parts could not be file names under DIR, or None. A file name holds at
+    most NAME_MAX bytes: a longer key would fail half-way through the extract."""
     bad = [f"{name} {value!r} {why}" for name, value in parts.items()
            if (why := key_problem(value))]
+    bad += [f"{name} {value[:40]!r}... is {len(value)} characters: a file name holds at most "
+            f"{NAME_MAX - len('.flac')}" for name, value in parts.items()
+            if isinstance(value, str) and len(value) + len(".flac") > NAME_MAX]
     return "; ".join(bad) or None
