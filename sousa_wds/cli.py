@@ -178,7 +178,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         else:
             from tqdm import tqdm
 
-            with tqdm(desc="verifying shards", unit="shard") as bar:
+            # Delayed: a target that fails at once prints its error, not an empty bar.
+            with tqdm(desc="verifying shards", unit="shard", delay=0.2) as bar:
 
                 def shown(done: int, total: int) -> None:
                     bar.total = total

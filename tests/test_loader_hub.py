@@ -60,6 +60,21 @@ def test_hub_random_access_and_revision_forms(packed: Path, hub_env: HubServer) 
     assert all(f"/resolve/{commit}/" in r.decoded_path for r in resolves)  # pinned to a commit
 
 
+def test_a_mistyped_local_path_is_not_sent_to_the_hub(
+        packed: Path, hub_env: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`demo/pakced` (a typo of a local folder) read as a Hub repo id: 12-15 s of retries on a
+    machine without the Hub, then a network error that never named the missing folder."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "testuser").mkdir()
+    with pytest.raises(LoaderError, match=r"'testuser/sousa-packed' is not a local folder "
+                       r"\(testuser/ has no 'sousa-packed'\); for the Hub dataset of that name, "
+                       r"give hf://datasets/testuser/sousa-packed"):
+        sousa_wds.metadata(REPO, "test")
+    assert hub_env.log == []
+    assert len(sousa_wds.metadata(f"hf://datasets/{REPO}", "test")) == len(
+        sousa_wds.metadata(packed, "test"))
+
+
 def test_private_hub_repo_without_token_says_how_to_authenticate(hub_env: HubServer) -> None:
     with pytest.raises(LoaderError, match="HF_TOKEN"):
         sousa_wds.metadata(f"hf://datasets/{REPO}", token=False)

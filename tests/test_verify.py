@@ -228,6 +228,12 @@ def test_verify_cli_exit_codes(packed: Path, packed_copy: Path,
     (packed_copy / "data/train-00000.tar").unlink()
     assert main(["verify", str(packed_copy), "--quiet"]) == 1
     assert "data/train-00000.tar: missing" in capsys.readouterr().out
+    # A URL or a bare USER/NAME is no folder: say what verify takes, with no empty bar before.
+    for target in ("http://127.0.0.1:9/sousa", "testuser/sousa"):
+        assert main(["verify", target]) == 1
+        err = capsys.readouterr().err
+        assert err == (f"sousa-wds verify: error: {target}: no such folder; verify checks a local "
+                       "packed folder, or a Hub copy given as hf://datasets/USER/NAME[@REVISION]\n")
 
 
 def test_a_verify_process_that_dies_is_a_named_error(packed: Path,

@@ -239,6 +239,11 @@ def open_location(source: str | os.PathLike[str] | Location, token: str | bool |
     if path.exists():
         raise LoaderError(f"{text} is a file; give the packed folder (the one with manifest.json)")
     if _HUB_ID.fullmatch(text.partition("@")[0]):
+        user = Path(text.partition("/")[0])
+        if user.is_dir():  # a local path with a typo reads as USER/NAME: say so, at once
+            raise LoaderError(
+                f"{text!r} is not a local folder ({user}/ has no {text.partition('/')[2]!r}); "
+                f"for the Hub dataset of that name, give hf://datasets/{text}")
         return _hub_location(*_parse_hub(f"hf://datasets/{text}"), token, retries)
     raise LoaderError(
         f"{text!r} is not a local folder, an http(s) URL or a Hub dataset "

@@ -55,7 +55,8 @@ def verify(target: str | os.PathLike, *, deep: bool = False,
     """Verify the packed folder `target`; the report lists every problem found."""
     root = Path(target).absolute()
     if not root.is_dir():
-        raise VerifyError(f"{root}: no such folder")
+        raise VerifyError(f"{os.fspath(target)}: no such folder; verify checks a local packed "
+                          "folder, or a Hub copy given as hf://datasets/USER/NAME[@REVISION]")
     manifest = load_manifest(root)
     report = VerifyReport(str(root), deep=deep)
     if (root / MANIFEST).read_bytes() != manifest.to_json():
