@@ -106,7 +106,7 @@ def main() -> None:
             loss.backward()
             optimizer.step()
             seen += int(real.sum())
-            loss_sum += float(losses @ real)
+            loss_sum += float(losses.detach() @ real)
             correct += int(((logits.argmax(-1) == batch["tier"]).float() * real).sum())
             step += 1
             if args.checkpoint and rank == 0:

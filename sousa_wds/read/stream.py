@@ -223,6 +223,8 @@ class EpochSource:
         if before is not None:
             consumed |= before
         consumed[np.asarray(delivered, dtype=np.int64)] = True
+        if len(consumed) and consumed.all():  # saved after the epoch's last batch: the next one
+            epoch, consumed = epoch + 1, np.zeros(self.share, bool)
         return {
             "format": STATE_FORMAT,
             "version": STATE_VERSION,
