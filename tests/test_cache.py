@@ -174,6 +174,10 @@ def test_the_size_cap_evicts_and_a_file_over_the_cap_is_read_remotely(
         assert not _blobs(tiny)
     with pytest.raises(LoaderError, match="cache_size"):
         sousa_wds.metadata(packed, cache_dir=cache, cache_size="lots")
+    # A cap without a cache was ignored without a word (`--cache-size` alone on the CLI).
+    with pytest.raises(LoaderError, match="cache_size='1GB' caps a cache, and there is none: "
+                       "give cache_dir="):
+        sousa_wds.metadata(packed, cache_size="1GB")
 
 
 def test_changed_data_behind_the_same_url_never_serves_stale_bytes(

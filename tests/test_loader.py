@@ -228,6 +228,9 @@ def test_bad_where_is_an_actionable_error(packed: Path) -> None:
     with pytest.raises(LoaderError, match="no_such_column") as info:
         sousa_wds.stream(packed, where="no_such_column > 3")
     assert "skill_tier" in str(info.value)  # lists the columns
+    with pytest.raises(LoaderError, match="unknown column 'skill_teir'. Did you mean "
+                       "'skill_tier'\\? Columns: "):
+        sousa_wds.stream(packed, where="skill_teir == 'advanced'")
     with pytest.raises(LoaderError, match="boolean mask"):
         sousa_wds.stream(packed, where=lambda m: 3)
 

@@ -76,6 +76,9 @@ def open_cache(cache_dir: str | os.PathLike[str] | bool | None = None,
         return None
     if cache_dir is None or cache_dir is True:
         cache_dir = os.environ.get(CACHE_DIR_ENV) or None
+        if cache_dir is None and cache_size is not None:
+            raise LoaderError(f"cache_size={cache_size!r} caps a cache, and there is none: give "
+                              f"cache_dir= (--cache-dir, or {CACHE_DIR_ENV}) too")
         if cache_dir is None:
             return None
     if cache_size is None:

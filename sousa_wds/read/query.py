@@ -20,6 +20,7 @@ How it works:
 from __future__ import annotations
 
 import ast
+import difflib
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -192,8 +193,11 @@ class _Parser:
         if kind == "name" and token not in _KEYWORDS:
             self.i += 1
             if token not in self.frame.columns:
-                raise QueryError(f"{_where(self.text)}: unknown column {token!r}. Columns: "
-                                 f"{', '.join(map(str, self.frame.columns))}")
+                names = [str(name) for name in self.frame.columns]
+                close = difflib.get_close_matches(token, names, n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                raise QueryError(f"{_where(self.text)}: unknown column {token!r}.{hint} "
+                                 f"Columns: {', '.join(names)}")
             column = self.frame[token]
             return self.string_method(column) if self.peek(".") else column
         raise self.fail("expected a column, a literal, a [...] list or '('")
