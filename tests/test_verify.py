@@ -236,6 +236,26 @@ def test_verify_cli_exit_codes(packed: Path, packed_copy: Path,
                        "packed folder, or a Hub copy given as hf://datasets/USER/NAME[@REVISION]\n")
 
 
+def test_a_pack_and_its_source_mistaken_for_each_other_are_named(
+        packed: Path, example_dataset: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture) -> None:
+    """Before: `check` on a pack listed five missing label files, `verify` and `stream` on the
+    generator's folder suggested `pack --resume`, `extract` said only "manifest.json does not
+    exist"."""
+    for command in (["verify"], ["stream"], ["extract"]):
+        args = [*command, str(example_dataset)] + ([str(tmp_path / "x")] if command == [
+            "extract"] else [])
+        assert main(args) == 1
+        err = capsys.readouterr().err
+        assert "it is a SOUSA dataset as the generator writes it: pack it first" in err, err
+        assert err.count("\n") == 1
+    assert not (tmp_path / "x").exists()
+    assert main(["check", str(packed)]) == 1
+    assert capsys.readouterr().err == (
+        f"sousa-wds check: error: {packed} is a sousa-wds pack, not the folder the SOUSA "
+        f"generator wrote: check a pack with `sousa-wds verify {packed}`\n")
+
+
 def test_a_verify_process_that_dies_is_a_named_error(packed: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """A run worker killed (OOM killer, a kill -9) is one VerifyError naming the folder, not a

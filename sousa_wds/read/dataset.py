@@ -56,20 +56,31 @@ def _schema_problem(schema: pa.Schema) -> str | None:
     return None
 
 
+def read_manifest(location: Location) -> Manifest:
+    """The pack's manifest at `location`, parsed; a folder without one is named for what it is."""
+    try:
+        raw = location.read_file(MANIFEST)
+    except MissingFile as exc:
+        from ..source.checks import is_source_folder  # only on this error: source/ is heavy
+
+        root = getattr(location, "root", None)
+        hint = ("it is a SOUSA dataset as the generator writes it: pack it first "
+                "(`sousa-wds pack DATASET OUT`), then read OUT"
+                if root is not None and is_source_folder(root) else
+                "point at the folder `sousa-wds pack` wrote; an interrupted pack finishes "
+                "with --resume")
+        raise LoaderError(f"{location.description} has no {MANIFEST}: it is not a finished "
+                          f"sousa-wds pack ({hint})") from exc
+    return Manifest.from_json(raw, f"{location.description}: {MANIFEST}")
+
+
 class PackedDataset:
     """A finished pack at a location: manifest checked once, metadata read per split on demand."""
 
     def __init__(self, location: Location, cache: FileCache | None = None) -> None:
         self.location = location
         self._frames: dict[str, pd.DataFrame] = {}
-        try:
-            raw = location.read_file(MANIFEST)
-        except MissingFile as exc:
-            raise LoaderError(
-                f"{location.description} has no {MANIFEST}: it is not a finished sousa-wds pack "
-                "(point at the folder `sousa-wds pack` wrote; an interrupted pack finishes "
-                "with --resume)") from exc
-        self.manifest = Manifest.from_json(raw, f"{location.description}: {MANIFEST}")
+        self.manifest = read_manifest(location)
         self.layout = self.manifest.layout
         self.location = cached(location, self.manifest, cache)
 

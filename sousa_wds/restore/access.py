@@ -5,11 +5,11 @@ How it works:
   revision is pinned to one commit for the metadata, the label files and every shard; the
   resulting location is handed to the public `sousa_wds.metadata` / `sousa_wds.stream`.
 - `select` applies `where` exactly as `sousa_wds.stream` does, so the CLI's `--where` means
-  the same in `stream` and `extract`.
+  the same in `stream` and `extract`; `read_manifest` is the reader's too.
 - `fetch` copies one file of the pack (a label table) into DIR's staging folder by byte range,
   in pieces, checked against the manifest's size and sha256; a staged copy that already
   matches is kept, so a rerun does not download it again.
-The first two are the only uses of the reader's non-public names in `sousa_wds.restore`.
+These three are the only uses of the reader's non-public names in `sousa_wds.restore`.
 """
 
 from __future__ import annotations
@@ -42,8 +42,10 @@ def select(frame: pd.DataFrame, where: Any) -> pd.DataFrame:
 
 
 def read_manifest(location: Any) -> Manifest:
-    return Manifest.from_json(location.read_file(MANIFEST),
-                              f"{location.description}: {MANIFEST}")
+    """The manifest as the reader reads it (a folder without one named for what it is)."""
+    from ..read.dataset import read_manifest as _read_manifest
+
+    return _read_manifest(location)
 
 
 def fetch(location: Any, manifest: Manifest, path: str, dest: Path) -> Path:

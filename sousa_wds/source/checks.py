@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from ..arrays import FALSE, column, int_array, int_scalar
 from ..errors import DatasetError, Problems
-from ..format import SOURCE_SPLIT_FIELDS, column_mismatches, key_problem
+from ..format import MANIFEST, SOURCE_SPLIT_FIELDS, column_mismatches, key_problem
 
 STREAM_BATCH_ROWS = 16_384  # label rows checked per batch (65,536: read_dataset at 2 GB +19 MB)
 STREAM_BUFFER_BYTES = 1 << 20
@@ -40,6 +40,12 @@ def stream_parquet(path: Path) -> pq.ParquetFile:
     return pq.ParquetFile(path, buffer_size=STREAM_BUFFER_BYTES, pre_buffer=False)
 
 
+def is_source_folder(root: Path) -> bool:
+    """Whether `root` looks like what the SOUSA generator writes (a pack's input, not a pack):
+    how commands pointed at the wrong one of the two say so."""
+    return (root / "splits.json").is_file() and (root / "labels" / "samples.parquet").is_file()
+
+
 def check_root(root: Path) -> None:
     """The folder exists and its name can be handed to pyarrow and printed (UTF-8)."""
     try:
@@ -54,6 +60,9 @@ def check_root(root: Path) -> None:
             f"{root}: no such folder. Point at the folder the SOUSA generator wrote "
             "(the one holding audio/, midi/, labels/ and splits.json)."
         )
+    if (root / MANIFEST).is_file() and not is_source_folder(root):
+        raise DatasetError(f"{root} is a sousa-wds pack, not the folder the SOUSA generator "
+                           f"wrote: check a pack with `sousa-wds verify {root}`")
 
 
 def missing_files(paths: list[Path], problems: Problems) -> None:
