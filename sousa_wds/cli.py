@@ -593,6 +593,13 @@ def _hub_validation_error(exc: BaseException) -> bool:
     return errors is not None and isinstance(exc, errors.HFValidationError)
 
 
+def _pack_started(args: argparse.Namespace) -> bool:
+    """Whether a failed pack left shards a --resume keeps (not when OUT could not be made)."""
+    from .pack.state import STATE_DIR
+
+    return args.command == "pack" and os.path.isdir(os.path.join(args.out, STATE_DIR, "shards"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     global _OWN_PROCESS
     _OWN_PROCESS = argv is None  # the command line of this process, not an in-process call
@@ -605,7 +612,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sousa-wds {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # disk full, permissions, a vanished file: name it, no traceback
-        hint = " with --resume to keep finished shards" if args.command == "pack" else ""
+        hint = " with --resume to keep finished shards" if _pack_started(args) else ""
         print(f"sousa-wds {args.command}: error: {exc}. Fix the cause and rerun{hint}.",
               file=sys.stderr)
         return 1

@@ -389,7 +389,8 @@ def test_links_where_pack_writes_are_refused(example_dataset: Path, dataset_copy
 
 
 def test_bad_input_leaves_out_untouched(dataset_copy: Path, packed_copy: Path,
-                                        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+                                        example_dataset: Path, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture) -> None:
     (dataset_copy / "splits.json").unlink()
     before = _tree(packed_copy)
     assert main(["pack", str(dataset_copy), str(packed_copy), "--overwrite", "--quiet"]) == 1
@@ -399,6 +400,12 @@ def test_bad_input_leaves_out_untouched(dataset_copy: Path, packed_copy: Path,
     assert not fresh.exists()
     err = capsys.readouterr().err
     assert "splits.json" in err and err.count("sousa-wds pack: error:") == 2
+    # OUT cannot be made: nothing was started, so no advice to --resume it.
+    (tmp_path / "a_file").write_text("mine")
+    assert main(["pack", str(example_dataset), str(tmp_path / "a_file"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "Fix the cause and rerun." in err and "--resume" not in err
+    assert (tmp_path / "a_file").read_text() == "mine"
 
 
 def test_unreadable_flac_names_the_file_and_leaves_no_partial_shard(
