@@ -47,7 +47,8 @@ def test_get_sample_again_and_again_is_one_request_per_sample(packed: Path,
 def test_get_sample_split_checks(packed: Path) -> None:
     key = sousa_wds.metadata(packed, "validation").key.iloc[0]
     assert sousa_wds.get_sample(packed, key, split="validation", decode=False)["key"] == key
-    with pytest.raises(LoaderError, match=f"no sample '{key}'.*\\(train\\)"):
+    with pytest.raises(LoaderError, match=f"no sample '{key}' in the train split of .*: it is "
+                       "in the validation split"):
         sousa_wds.get_sample(packed, key, split="train", decode=False)
     with pytest.raises(LoaderError, match="unknown split 'nope'"):
         sousa_wds.get_sample(packed, key, split="nope")

@@ -93,9 +93,17 @@ def find(dataset: PackedDataset, key: str, split: str | None = None,
         view = SampleMap(dataset, name, **options)
         if key in view:
             return view, name
-    raise LoaderError(f"no sample {key!r} in {dataset.location.description} "
-                      f"({split or ', '.join(SPLITS)}); keys are sample_ids, e.g. from "
-                      "`sousa-wds stream` or the metadata's key column")
+    raise _no_sample(dataset, key, split)
+
+
+def _no_sample(dataset: PackedDataset, key: Any, split: str | None,
+               elsewhere: str | None = None) -> LoaderError:
+    if elsewhere is not None:
+        return LoaderError(f"no sample {key!r} in the {split} split of "
+                           f"{dataset.location.description}: it is in the {elsewhere} split")
+    return LoaderError(f"no sample {key!r} in {dataset.location.description} "
+                       f"({split or ', '.join(SPLITS)}); keys are sample_ids, e.g. from "
+                       "`sousa-wds stream` or the metadata's key column")
 
 
 def get_sample(source: Any, key: str, *, split: str | None = None, decode: bool = True,
@@ -172,10 +180,10 @@ def _split_of(dataset: PackedDataset, key: str, split: str | None) -> str:
         found = index.get(key)
     except TypeError:  # an unhashable key (a list) is no key either
         found = None
-    if found is None or (split is not None and found[0] != split):
-        raise LoaderError(f"no sample {key!r} in {dataset.location.description} "
-                          f"({split or ', '.join(SPLITS)}); keys are sample_ids, e.g. from "
-                          "`sousa-wds stream` or the metadata's key column")
+    if found is None:
+        raise _no_sample(dataset, key, split)
+    if split is not None and found[0] != split:
+        raise _no_sample(dataset, key, split, elsewhere=found[0])
     return found[0]
 
 
