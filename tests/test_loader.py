@@ -224,6 +224,18 @@ def test_sparse_where_reads_only_the_selected_samples(packed: Path, server: Fold
     assert sorted(r.bytes_sent for r in reads) == sorted(ends - starts)
 
 
+def test_a_where_that_selects_nothing_is_a_warning(packed: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """A typo in a value (`'advancd'`) gave an empty stream without a word."""
+    n = len(sousa_wds.metadata(packed, "train"))
+    assert list(sousa_wds.stream(packed, "train", where="skill_tier == 'advancd'")) == []
+    assert (f"where=\"skill_tier == 'advancd'\" selects none of the {n} samples of the train "
+            f"split of {packed}: the stream is empty") in caplog.text
+    caplog.clear()
+    assert list(sousa_wds.stream(packed, "train", where="tempo_bpm > 0", decode=False))
+    assert "selects none" not in caplog.text
+
+
 def test_bad_where_is_an_actionable_error(packed: Path) -> None:
     with pytest.raises(LoaderError, match="no_such_column") as info:
         sousa_wds.stream(packed, where="no_such_column > 3")

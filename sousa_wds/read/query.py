@@ -63,6 +63,13 @@ def _where(text: str) -> str:
     return f"where={_cut(text)}"
 
 
+def describe(where: Where) -> str:
+    """`where` as a message quotes it."""
+    if isinstance(where, str):
+        return _where(where)
+    return f"where={getattr(where, '__name__', 'a callable')}"
+
+
 def _tokens(text: str) -> list[tuple[str, str, int]]:
     """(kind, text, position) of every token; anything the grammar lacks is refused here."""
     out, pos = [], 0

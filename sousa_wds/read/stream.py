@@ -46,7 +46,7 @@ from .epoch import (
     share_size,
     worker_slot,
 )
-from .query import Where, select
+from .query import Where, describe, select
 from .samples import Decoding, Rows, SampleReader, in_order
 
 log = logging.getLogger(__name__)
@@ -413,7 +413,11 @@ def stream(
     rank, world_size = rank_and_world(rank, world_size)
     dataset = packed(source, token, retries, cache_dir, cache_size)
     dataset.require_shards()
-    rows = Rows.from_frame(select(dataset.frame(split), where))
+    frame = dataset.frame(split)
+    rows = Rows.from_frame(select(frame, where))
+    if where is not None and len(frame) and not len(rows):  # a typo in a value selects nothing
+        log.warning("%s selects none of the %d samples of the %s split of %s: the stream is "
+                    "empty", describe(where), len(frame), split, dataset.location.description)
     cfg = PlanConfig(seed, shuffle, shuffle_buffer, rank, world_size, drop_last)
     reader = SampleReader(dataset.location, rows, decoding, verify)
     return SampleStream(EpochSource(reader, split, cfg, on_error, decode_threads))
