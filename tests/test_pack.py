@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -329,23 +330,37 @@ def test_non_empty_out_is_refused_unless_overwrite(
 
 def test_overwrite_deletes_only_what_pack_wrote(example_dataset: Path, packed_copy: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """Before, --overwrite removed pack's folders whole: a user's files in data/ and labels/,
-    and an audio/ folder a sharded pack never writes, were deleted."""
+    """Before, --overwrite removed pack's folders whole (a user's files in data/ and labels/,
+    an audio/ folder a sharded pack never writes), then deleted any file named as pack names
+    its files."""
     mine = {"data/MY_NOTES.txt": b"mine", "labels/my_extra_labels.parquet": b"mine",
-            "audio/my_recording.flac": b"mine", "data/.hidden": b"mine"}
+            "audio/my_recording.flac": b"mine", "data/.hidden": b"mine",
+            # Named as pack names files, but not written by this (sharded) pack: its manifest
+            # lists what it wrote. Before, a name was enough to be deleted.
+            "audio/train/x.flac": b"mine", "midi/test/y.mid": b"mine",
+            "data/train-00099.tar": b"mine", "data/train-000000.tar": b"mine",
+            "data/train-\u0660\u0660\u0660\u0660\u0661.tar": b"mine"}
     for rel, data in mine.items():
         (packed_copy / rel).parent.mkdir(parents=True, exist_ok=True)
         (packed_copy / rel).write_bytes(data)
     before = _tree(packed_copy)
-    with pytest.raises(PackError, match="--overwrite refused: pack's folders.*hold files pack "
-                       "does not write") as refused:
+    with pytest.raises(PackError, match="--overwrite refused: pack's folders.*hold entries not "
+                       "written by the pack it replaces") as refused:
         pack(example_dataset, packed_copy, shard_size=SHARD_SIZE, overwrite=True, progress=False)
     assert all(rel in str(refused.value) for rel in mine)
     assert _tree(packed_copy) == before
     for rel in mine:
         (packed_copy / rel).unlink()
-    (packed_copy / "audio").rmdir()
+    for folder in ("audio/train", "midi/test", "audio", "midi"):
+        (packed_copy / folder).rmdir()
     reference = _tree(packed_copy)
+    # A state folder that is a file: refused before the old pack is deleted (before: deleted,
+    # then "Not a directory" on every rerun).
+    (packed_copy / STATE_DIR).write_text("x")
+    with pytest.raises(PackError, match=f"(?s)--overwrite refused.*{STATE_DIR}"):
+        pack(example_dataset, packed_copy, shard_size=SHARD_SIZE, overwrite=True, progress=False)
+    assert _tree(packed_copy) == reference | {STATE_DIR: b"x"}
+    (packed_copy / STATE_DIR).unlink()
     # Stopped once the old files are gone, before the new state: the manifest, deleted last,
     # still marks the folder as a pack, so the same command finishes the job.
     monkeypatch.setattr(StateDir, "start", _raise_keyboard_interrupt)
@@ -372,6 +387,13 @@ def test_links_where_pack_writes_are_refused(example_dataset: Path, dataset_copy
     (interrupted / "labels").symlink_to(dataset_copy / "labels")
     source = _tree(dataset_copy)
     with pytest.raises(PackError, match=r"(?s)symbolic links where pack writes.*labels"):
+        pack(example_dataset, interrupted, shard_size=SHARD_SIZE, resume=True, progress=False)
+    (interrupted / "labels").unlink()
+    records = interrupted / STATE_DIR / "shards"
+    records.rmdir()
+    records.symlink_to(tmp_path)  # the shard records would be written there
+    with pytest.raises(PackError, match=r"(?s)symbolic links where pack writes.*"
+                       rf"{STATE_DIR}/shards"):
         pack(example_dataset, interrupted, shard_size=SHARD_SIZE, resume=True, progress=False)
     (packed_copy / "index" / "train.json").unlink()
     (packed_copy / "index" / "train.json").symlink_to(dataset_copy / "splits.json")
@@ -542,6 +564,42 @@ def test_resume_rewrites_a_shard_edited_in_place_and_one_whose_source_changed(
     assert summary.reused_shards == len(records) - 3
     assert f"{records[2]} is damaged: its shard is written again" in caplog.text
     pack(dataset_copy, reference, max_samples_per_shard=2, workers=1)
+    assert _tree(out) == _tree(reference)
+
+
+def test_resume_refuses_files_that_are_not_its_pack_and_records_of_other_files(
+    example_dataset: Path, tmp_path: Path
+) -> None:
+    """Before, --resume finished "OK" beside a copied shard `data/train-00099.tar` (a loader
+    globbing data/ reads it as data) and a user's file, which `verify` then failed; a record
+    whose `path` named another shard kept a shard that was never written."""
+    out, reference = tmp_path / "out", tmp_path / "ref"
+    pack(example_dataset, reference, max_samples_per_shard=2, workers=1)
+
+    def stop_after_8(progress: object) -> None:
+        if getattr(progress, "samples", 0) >= 8:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pack(example_dataset, out, max_samples_per_shard=2, workers=1, progress=stop_after_8)
+    states = StateDir(out)
+    first, second = sorted(states.shards.glob("*.json"))[:2]
+    shutil.copy(out / states.load_record(first.stem).path, out / "data/train-00099.tar")
+    (out / "data/MY_NOTES.txt").write_text("mine")
+    (out / "manifest.json").mkdir()
+    with pytest.raises(PackError, match=r"(?s)--resume refused.*not part of the pack this run "
+                       r"resumes.*data/MY_NOTES.txt\n.*data/train-00099.tar\n.*manifest.json"):
+        pack(example_dataset, out, max_samples_per_shard=2, workers=1, resume=True)
+    for rel in ("data/train-00099.tar", "data/MY_NOTES.txt"):
+        (out / rel).unlink()
+    (out / "manifest.json").rmdir()
+    lying = states.load_record(first.stem)
+    other = states.load_record(second.stem)
+    (out / lying.path).unlink()  # its record now names the second shard's file, which exists
+    states.record(ShardResult(lying.name, other.path, other.bytes, other.sha256, lying.rows,
+                              other.mtime_ns, lying.sources))
+    summary = pack(example_dataset, out, max_samples_per_shard=2, workers=1, resume=True)
+    assert (out / lying.path).is_file() and summary.reused_shards >= 1
     assert _tree(out) == _tree(reference)
 
 

@@ -142,24 +142,38 @@ def loose_midi_path(split: str, key: str) -> str:
 
 
 _SPLIT_NAMES = "|".join(SPLITS)
-_PACK_FILE = re.compile(
-    rf"{re.escape(CARD)}|{re.escape(MANIFEST)}|data/(?:{_SPLIT_NAMES})-\d{{5,}}\.tar"
-    rf"|(?:metadata|preview)/(?:{_SPLIT_NAMES})\.parquet|index/(?:{_SPLIT_NAMES})\.json"
-    rf"|labels/(?:{'|'.join(LABEL_TABLES)})/(?:{_SPLIT_NAMES})\.parquet"
-    rf"|audio/(?:{_SPLIT_NAMES})/{_KEY.pattern}\.flac|midi/(?:{_SPLIT_NAMES})/{_KEY.pattern}\.mid")
-# io.temp_sibling's name for a final name too long to take its prefix: only loose media.
-_HASHED_TEMP = re.compile(rf"(?:audio|midi)/(?:{_SPLIT_NAMES})/\.[0-9a-f]{{64}}\.partial")
+# What `shard_name`, `metadata_path`, ... give, and nothing else: ASCII digits, five of them
+# unless the index needs more (`{index:05d}`).
+_PACK_FILE = {
+    "both": rf"{re.escape(CARD)}|{re.escape(MANIFEST)}"
+            rf"|(?:metadata|preview)/(?:{_SPLIT_NAMES})\.parquet"
+            rf"|labels/(?:{'|'.join(LABEL_TABLES)})/(?:{_SPLIT_NAMES})\.parquet",
+    "shards": rf"data/(?:{_SPLIT_NAMES})-(?:[0-9]{{5}}|[1-9][0-9]{{5,}})\.tar"
+              rf"|index/(?:{_SPLIT_NAMES})\.json",
+    "loose": rf"(?:audio/(?:{_SPLIT_NAMES})/{_KEY.pattern}\.flac"
+             rf"|midi/(?:{_SPLIT_NAMES})/{_KEY.pattern}\.mid"
+             rf"|(?:audio|midi)/(?:{_SPLIT_NAMES})/\.[0-9a-f]{{64}}\.partial)",  # io.temp_sibling
+}
+_PACK_FILES = {layout: re.compile(f"{_PACK_FILE['both']}|{_PACK_FILE[layout]}", re.ASCII)
+               for layout in ("shards", "loose")}
 
 
-def written_by_pack(rel: str) -> bool:
-    """Whether `rel` (a POSIX path in OUT) is a name pack writes, or its temporary name: all
-    that `pack --overwrite` may delete of a previous pack."""
+def written_by_pack(rel: str, layout: str | None = None) -> bool:
+    """Whether `rel` (a POSIX path in OUT) is a name pack writes in `layout` ("shards",
+    "loose"; None: either), or its temporary name: what an interrupted pack may have left."""
+    final = temp_final(rel)
+    if final is not None and written_by_pack(final, layout):
+        return True
+    return any(_PACK_FILES[form].fullmatch(rel) is not None
+               for form in ((layout,) if layout else ("shards", "loose")))
+
+
+def temp_final(rel: str) -> str | None:
+    """The final name whose temporary name (`.NAME.partial`) `rel` is, or None."""
     folder, _, name = rel.rpartition("/")
-    if name.startswith(".") and name.endswith(".partial"):
-        if _HASHED_TEMP.fullmatch(rel):
-            return True
-        rel = f"{folder}/{name[1:-8]}" if folder else name[1:-8]
-    return _PACK_FILE.fullmatch(rel) is not None
+    if len(name) > 9 and name.startswith(".") and name.endswith(".partial"):
+        return f"{folder}/{name[1:-8]}" if folder else name[1:-8]
+    return None
 
 
 def key_problem(key: object) -> str | None:
@@ -208,4 +222,5 @@ __all__ = [
     "loose_midi_path",
     "key_problem",
     "written_by_pack",
+    "temp_final",
 ]

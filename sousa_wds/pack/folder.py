@@ -5,13 +5,16 @@ How it works:
   following links (`Path.resolve`) and by file identity (`os.path.samefile`: bind mounts,
   hard-to-spell paths). Checked before anything is written.
 - An empty (or new) OUT starts a pack; a non-empty one needs `--resume` (an interrupted pack
-  with the same `PackState`) or `--overwrite`, which deletes only files named as pack names
-  them (`format.written_by_pack`), and only in a folder that holds our manifest or pack state.
-  Any other file in pack's folders, or a symbolic link there, refuses it before anything is
-  deleted, with the list. The manifest goes last, after the new state is written, so an
-  overwrite stopped half-way is still a folder `--overwrite` recognises.
-- A symbolic link among pack's folders would have pack write wherever it points (into the
-  source, say): refused for `--resume` and `--overwrite` alike.
+  with the same `PackState`) or `--overwrite`, which deletes only what the previous pack wrote,
+  and only in a folder that holds our manifest or pack state: the files its manifest lists,
+  or for an interrupted pack (or a manifest this version cannot read) files named as pack
+  names them in its layout (`format.written_by_pack`). Anything else in pack's folders, or an
+  entry of another kind than pack makes (a folder named manifest.json), refuses it before
+  anything is deleted, with the list; `--resume` likewise refuses anything its plan does not
+  write. The manifest goes last, after the new state is written, so an overwrite stopped
+  half-way is still a folder `--overwrite` recognises.
+- A symbolic link among pack's folders (the state folder included) would have pack write
+  wherever it points (into the source, say): refused for `--resume` and `--overwrite` alike.
 - Paths must be UTF-8: Parquet and JSON store them as text, so a path that is not would fail
   half-way through.
 """
@@ -22,10 +25,24 @@ import contextlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import PackError, listing
-from ..format import CARD, FORMAT_FOLDERS, LABEL_TABLES, MANIFEST, SPLITS, written_by_pack
+from ..format import (
+    CARD,
+    FORMAT_FOLDERS,
+    LABEL_TABLES,
+    MANIFEST,
+    SPLITS,
+    Manifest,
+    index_path,
+    labels_path,
+    metadata_path,
+    preview_path,
+    temp_final,
+    written_by_pack,
+)
 from ..format.manifest import FORMAT_NAME
 from .plan import PackPlan
 from .state import LOCK_FILE, STATE_DIR, PackState, StateDir
@@ -94,26 +111,26 @@ def prepare_out(
             f"{out} is not empty ({', '.join(existing[:5])}{' ...' if len(existing) > 5 else ''}): "
             f"{hint}, --overwrite to replace a previous pack's files, or choose an empty folder."
         )
-    ours, foreign, links = _scan(out, [name for name in existing if name in MANAGED])
+    files, odd, links = _entries(out, [name for name in existing if name in MANAGED])
     if links:
         raise PackError(f"{out} has symbolic links where pack writes; pack would write wherever "
                         f"they point:{listing(links)}\nRemove the links, or choose another "
                         "folder.")
     if resume:
+        planned = _planned(plan, state.options.layout)
+        _refuse_foreign(out, odd + [rel for rel in files if not planned(rel)], "--resume",
+                        "not part of the pack this run resumes")
         return _resumable(out, state, plan, states)
-    if (ours or foreign) and not _holds_a_pack(out, states):
+    if (files or odd) and not _holds_a_pack(out, states):
         raise PackError(
             f"--overwrite refused: {out} holds no sousa-wds pack (no {MANIFEST}, no "
             f"{STATE_DIR}/), so these were not written by pack and would be deleted:"
-            f"{listing(ours + foreign)}\nChoose an empty folder, or move them away yourself."
+            f"{listing(files + odd)}\nChoose an empty folder, or move them away yourself."
         )
-    if foreign:
-        raise PackError(
-            f"--overwrite refused: pack's folders in {out} hold files pack does not write, "
-            f"which it would have to delete or leave among the new files:{listing(foreign)}\n"
-            "Move them out of OUT, then rerun."
-        )
-    for rel in ours:
+    wrote = _previous_pack(out, states)
+    _refuse_foreign(out, odd + [rel for rel in files if not wrote(rel)], "--overwrite",
+                    "not written by the pack it replaces")
+    for rel in files:
         if rel != MANIFEST:
             (out / rel).unlink()
     for rel in PACK_FOLDERS:  # deepest first
@@ -126,28 +143,82 @@ def prepare_out(
     return {}
 
 
-def _scan(out: Path, names: list[str]) -> tuple[list[str], list[str], list[str]]:
-    """The files under `names` (pack's entries in OUT) that pack writes, those it does not, and
-    symbolic links, as paths relative to OUT. The state folder is pack's as a whole."""
-    ours: list[str] = []
-    foreign: list[str] = []
+def _entries(out: Path, names: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """Under pack's entries in OUT: the regular files, the entries of another kind than pack
+    makes there (a folder named manifest.json, a file named data), and the symbolic links, as
+    paths relative to OUT. The state folder is pack's: its files are not listed, its links are."""
+    files: list[str] = []
+    odd: list[str] = []
     links: list[str] = []
     for name in names:
         top = out / name
+        folder_name = name in FORMAT_FOLDERS or name == STATE_DIR
         if top.is_symlink():
             links.append(name)
-        elif name != STATE_DIR and not top.is_dir():
-            (ours if written_by_pack(name) else foreign).append(name)
-        elif name != STATE_DIR:
-            for folder, dirs, files in os.walk(top):
-                for entry in (*dirs, *files):
+        elif not (top.is_dir() if folder_name else top.is_file()):
+            odd.append(name)
+        elif not folder_name:
+            files.append(name)
+        else:
+            for folder, dirs, names_here in os.walk(top):
+                for entry in (*dirs, *names_here):
                     path = Path(folder, entry)
                     rel = path.relative_to(out).as_posix()
                     if path.is_symlink():
                         links.append(rel)
-                    elif entry in files:
-                        (ours if written_by_pack(rel) else foreign).append(rel)
-    return ours, foreign, links
+                    elif entry in names_here and name != STATE_DIR:
+                        (files if path.is_file() else odd).append(rel)
+    return files, odd, links
+
+
+def _previous_pack(out: Path, states: StateDir) -> Callable[[str], bool]:
+    """Whether a path in OUT is one the pack there wrote: a finished pack's manifest lists
+    them (and their temporary names). An interrupted pack's, or one whose manifest this version
+    cannot read (an older format), are known by pack's names, in its layout when known."""
+    listed: set[str] = set()
+    try:
+        manifest = Manifest.from_json((out / MANIFEST).read_bytes(), str(out / MANIFEST))
+        listed = {entry.path for entry in manifest.files} | {MANIFEST}
+    except (OSError, ValueError):  # none, or not readable here (ManifestError is a ValueError)
+        pass
+    by_name = states.exists() or not listed
+    layout = None
+    if states.exists():
+        with contextlib.suppress(PackError):
+            layout = states.load().options.layout
+
+    def wrote(rel: str) -> bool:
+        if rel in listed or temp_final(rel) in listed:
+            return True
+        return by_name and written_by_pack(rel, layout)
+
+    return wrote
+
+
+def _planned(plan: PackPlan, layout: str) -> Callable[[str], bool]:
+    """Whether a path in OUT is one the resumed pack writes (or its temporary name)."""
+    names = {CARD, MANIFEST} | {shard.path for shard in plan.shards}
+    for split in SPLITS:
+        names |= {metadata_path(split), preview_path(split)}
+        names |= {labels_path(table, split) for table in LABEL_TABLES}
+        if layout == "shards":
+            names.add(index_path(split))
+
+    def planned(rel: str) -> bool:
+        if rel in names or temp_final(rel) in names:
+            return True
+        return layout == "loose" and written_by_pack(rel, "loose")  # media named by key
+
+    return planned
+
+
+def _refuse_foreign(out: Path, foreign: list[str], option: str, why: str) -> None:
+    if foreign:
+        raise PackError(
+            f"{option} refused: pack's folders in {out} hold entries {why}, which it would "
+            f"have to delete or leave among the new files:{listing(sorted(foreign))}\n"
+            "Move them out of OUT, then rerun."
+        )
 
 
 def _resumable(out: Path, state: PackState, plan: PackPlan,

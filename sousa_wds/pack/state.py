@@ -196,14 +196,14 @@ class StateDir:
             except PackError:
                 log.warning("%s is damaged: its shard is written again", record)
                 continue
-            shard = out / result.path
+            if result.name not in planned or result.path != planned[result.name].path:
+                continue  # a record naming another file than its shard's is no record of it
             try:
-                on_disk = shard.stat()
+                on_disk = (out / result.path).stat()
             except OSError:
                 continue
             if (
-                result.name in planned
-                and planned[result.name].samples.keys() == [row.get("key") for row in result.rows]
+                planned[result.name].samples.keys() == [row.get("key") for row in result.rows]
                 and (on_disk.st_size, on_disk.st_mtime_ns) == (result.bytes, result.mtime_ns)
                 and result.sources == source_stamp(planned[result.name].samples)
             ):

@@ -34,7 +34,7 @@ from ..format import (
     labels_path,
     metadata_path,
 )
-from ..io import atomic_path, replace_durably, temp_sibling
+from ..io import atomic_path, create_new, replace_durably, temp_sibling
 from ..source import SampleTable, SourceDataset, stream_parquet
 from .tar import ShardResult
 
@@ -141,6 +141,7 @@ class _LabelSplitWriter:
         self.final = final
         self.temp = temp_sibling(final)
         self.temp.parent.mkdir(parents=True, exist_ok=True)
+        create_new(self.temp)  # a link or a hard link left at that name is replaced
         self._schema = schema
         self._writer = pq.ParquetWriter(self.temp, schema, **PARQUET_OPTIONS)
         self._pending: pa.BufferOutputStream | None = None

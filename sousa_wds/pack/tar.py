@@ -56,7 +56,7 @@ from ..format import (
     tar_member_info,
     tar_padded,
 )
-from ..io import drop_cached, replace_durably, temp_sibling
+from ..io import create_new, drop_cached, no_follow, replace_durably, temp_sibling
 from ..source import SampleTable, SourceSample
 
 # progress(samples, bytes): called after each sample, in whichever process wrote it.
@@ -375,7 +375,8 @@ def write_shard(
     temp = temp_sibling(final)
     rows: list[dict] = []
     try:
-        with open(temp, "wb") as raw, _HashingWriter(raw) as sink:
+        create_new(temp)  # a link or a hard link left at that name is replaced, not written into
+        with open(temp, "wb", opener=no_follow) as raw, _HashingWriter(raw) as sink:
             # The format and encoding `format.tar_framing` describes (tarfile's defaults).
             with tarfile.open(fileobj=sink, mode="w:", format=tarfile.PAX_FORMAT,
                               encoding="utf-8", copybufsize=COPY_BUFSIZE) as tar:
