@@ -538,14 +538,7 @@ def test_resume_rewrites_a_shard_edited_in_place_and_one_whose_source_changed(
     size) or a source FLAC rewritten at the same size since (the fingerprint holds sizes)
     ended in a pack that said OK and held the old bytes. A damaged record was an error."""
     out, reference = tmp_path / "out", tmp_path / "ref"
-
-    def stop_after_12(progress: object) -> None:
-        if getattr(progress, "samples", 0) >= 12:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        pack(dataset_copy, out, max_samples_per_shard=2, workers=1, progress=stop_after_12)
-    states = StateDir(out)
+    states = _interrupted_pack(dataset_copy, out, samples=12)
     records = sorted(states.shards.glob("*.json"))
     assert len(records) >= 5
     edited = out / states.load_record(records[0].stem).path
@@ -575,14 +568,7 @@ def test_resume_refuses_files_that_are_not_its_pack_and_records_of_other_files(
     whose `path` named another shard kept a shard that was never written."""
     out, reference = tmp_path / "out", tmp_path / "ref"
     pack(example_dataset, reference, max_samples_per_shard=2, workers=1)
-
-    def stop_after_8(progress: object) -> None:
-        if getattr(progress, "samples", 0) >= 8:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        pack(example_dataset, out, max_samples_per_shard=2, workers=1, progress=stop_after_8)
-    states = StateDir(out)
+    states = _interrupted_pack(example_dataset, out, samples=8)
     first, second = sorted(states.shards.glob("*.json"))[:2]
     shutil.copy(out / states.load_record(first.stem).path, out / "data/train-00099.tar")
     (out / "data/MY_NOTES.txt").write_text("mine")
@@ -601,6 +587,40 @@ def test_resume_refuses_files_that_are_not_its_pack_and_records_of_other_files(
     summary = pack(example_dataset, out, max_samples_per_shard=2, workers=1, resume=True)
     assert (out / lying.path).is_file() and summary.reused_shards >= 1
     assert _tree(out) == _tree(reference)
+
+
+def _interrupted_pack(dataset: Path, out: Path, samples: int) -> StateDir:
+    """A pack of two samples a shard into `out`, stopped (Ctrl-C) after `samples` samples."""
+
+    def stop(progress: object) -> None:
+        if getattr(progress, "samples", 0) >= samples:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pack(dataset, out, max_samples_per_shard=2, workers=1, progress=stop)
+    return StateDir(out)
+
+
+def test_resume_never_writes_into_a_hard_link_at_a_temporary_name(
+    example_dataset: Path, tmp_path: Path
+) -> None:
+    """`cp -al` of an interrupted pack, say: the shard writer opened the temporary name as it
+    was, and wrote the shard's bytes into the other copy; the label writer too."""
+    out = tmp_path / "out"
+    states = _interrupted_pack(example_dataset, out, samples=4)
+    written = {states.load_record(r.stem).path for r in states.shards.glob("*.json")}
+    todo = next(s.path for s in plan_shards(read_dataset(example_dataset).samples,
+                                            max_samples_per_shard=2).shards
+                if s.path not in written)
+    precious = {tmp_path / "precious": out / Path(todo).parent / f".{Path(todo).name}.partial",
+                tmp_path / "precious2": out / "labels/strokes/.train.parquet.partial"}
+    for mine, temp in precious.items():
+        mine.write_text("mine")
+        temp.parent.mkdir(parents=True, exist_ok=True)
+        os.link(mine, temp)
+    pack(example_dataset, out, max_samples_per_shard=2, workers=1, resume=True)
+    assert all(mine.read_text() == "mine" for mine in precious)
+    assert verify(out).ok
 
 
 def test_empty_dataset_is_refused(dataset_copy: Path, tmp_path: Path) -> None:
