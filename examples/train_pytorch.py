@@ -92,6 +92,11 @@ def main() -> None:
         first_epoch = loader.epoch
         print(f"[rank {rank}] resuming epoch {first_epoch} from {args.checkpoint}")
 
+    def save() -> None:
+        if args.checkpoint and rank == 0:
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "data": loader.state_dict()}, args.checkpoint)
+
     step = 0
     for epoch in range(first_epoch, args.epochs):
         loader.set_epoch(epoch)  # a new order each epoch; keeps a resumed epoch's state
@@ -109,13 +114,12 @@ def main() -> None:
             loss_sum += float(losses.detach() @ real)
             correct += int(((logits.argmax(-1) == batch["tier"]).float() * real).sum())
             step += 1
-            if args.checkpoint and rank == 0:
-                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                            "data": loader.state_dict()}, args.checkpoint)
+            save()  # at the epoch's last batch: the epoch, its end-of-epoch work still to run
             if args.max_steps and step >= args.max_steps:
                 break
         print(f"[rank {rank}] epoch {epoch}: {seen} samples, mean loss "
               f"{loss_sum / max(seen, 1):.3f}, train accuracy {correct / max(seen, 1):.2f}")
+        save()  # after the epoch's own work: a finished pass points at the next epoch
         if args.max_steps and step >= args.max_steps:
             break
     if distributed:

@@ -406,13 +406,57 @@ def test_checkpoint_at_the_partial_last_batch_of_a_resumed_epoch(packed: Path) -
         got += keys_of_batch
         state = resumed.state_dict()  # checkpoint after every batch, the last one included
     assert sorted(got) == sorted(keys)
-    # Saved after the last batch, inside the loop: the state is the next epoch's start (it was
-    # epoch 0 with everything consumed, and a resumed run went through an empty epoch 0).
-    assert state["epoch"] == 1 and state["consumed"] == []
+    # Saved at the last batch, inside the loop: the epoch with every sample delivered (what
+    # follows the loop, an evaluation say, has not run yet); after the loop: the next epoch.
+    assert state["epoch"] == 0 and state["consumed"] == [[0, len(keys)]]
+    assert resumed.state_dict()["epoch"] == 1 and resumed.state_dict()["consumed"] == []
     again = loader()
     again.load_state_dict(state)
-    assert again.epoch == 1
-    assert sorted(k for b in again for k in b) == sorted(keys)  # epoch 1 whole, epoch 0 not again
+    assert list(again) == []  # nothing of the finished epoch is replayed
+    assert again.state_dict()["epoch"] == 1
+
+
+def test_the_state_follows_set_epoch_and_load_state_dict_not_a_pass_left_behind(
+        packed: Path) -> None:
+    """Before: set_epoch(1) at the last batch of epoch 0 saved epoch 2 (the pass's end marked
+    the new epoch done); after a `break` the abandoned pass still made the state, through
+    set_epoch and load_state_dict alike."""
+    n = len(sousa_wds.metadata(packed, "train"))
+
+    def loader(**options: object):
+        ds = sousa_wds.stream(packed, "train", decode=False, seed=3, rank=0, world_size=1)
+        return ds.loader(4, collate_fn=_keys, **options)
+
+    first = loader()
+    for i, _ in enumerate(first):
+        if i == len(first) - 1:
+            first.set_epoch(1)  # a loop that sets the next epoch before this one has ended
+    assert first.epoch == 1 and first.state_dict()["epoch"] == 1
+    assert first.state_dict()["consumed"] == []
+    assert sorted(k for b in first for k in b) == sorted(
+        sousa_wds.metadata(packed, "train").key)  # epoch 1 whole
+    broken = loader()
+    for i, _ in enumerate(broken):
+        if i == 1:
+            break  # steps_per_epoch reached
+    assert sum(stop - start for start, stop in broken.state_dict()["consumed"]) == 8
+    broken.set_epoch(1)
+    fresh = broken.state_dict()
+    assert fresh["epoch"] == 1 and fresh["consumed"] == []
+    broken.load_state_dict({**fresh, "epoch": 2})
+    assert broken.state_dict() == {**fresh, "epoch": 2}  # load, then save: the same state
+    # A plain stream too: samples of the pass in progress are not the new epoch's.
+    ds = sousa_wds.stream(packed, "train", decode=False, seed=3)
+    for i, _ in enumerate(ds):
+        if i == n - 2:
+            ds.set_epoch(1)
+    assert ds.state_dict()["epoch"] == 1 and ds.state_dict()["consumed"] == []
+    with pytest.raises(LoaderError, match=r"\.with_epoch\(\) and \.repeat\(\)"):
+        sousa_wds.stream(packed, "train", decode=False).with_epoch(30).loader(4)
+    for damaged in ({**fresh, "epoch": -3}, {**fresh, "consumed": [[0, n + 5]]},
+                    {**fresh, "consumed": [[3, 1]]}, {**fresh, "epoch": 1.5}):
+        with pytest.raises(LoaderError, match="do not fit this stream"):
+            loader().load_state_dict(damaged)
 
 
 @pytest.mark.parametrize("workers_after", [2, 1])

@@ -130,14 +130,17 @@ class EpochSource:
         self._sync()
         self._delivered, self._completed = [], False
 
-    def finish_pass(self) -> None:
-        """A pass ran to its end: the state now points at the next epoch, and another pass
-        replays this one (a validation stream is iterated many times without set_epoch)."""
-        self._consumed, self._delivered, self._completed = None, [], True
+    def finish_pass(self, epoch: int) -> None:
+        """A pass of `epoch` ran to its end: the state now points at the next epoch, and another
+        pass replays this one (a validation stream is iterated many times without set_epoch).
+        Nothing to mark when the epoch was set to another one meanwhile: that one is untouched."""
+        if self.epoch == epoch:
+            self._consumed, self._delivered, self._completed = None, [], True
 
     def __call__(self) -> Iterator[dict[str, Any]]:
         worker, workers = worker_slot()
         plan = self.plan(workers)
+        epoch = self.epoch
         self.begin_pass()
 
         def load(item: tuple[int, list[bytes] | LoaderError]) -> tuple[int, Any]:
@@ -146,9 +149,10 @@ class EpochSource:
         threads = self.decode_threads or default_decode_threads(workers)
         loaded = in_order(load, self._raw(plan, worker), threads)
         for position, sample in self._substituted(loaded):
-            self._delivered.append(position)
+            if self.epoch == epoch:  # set_epoch during the pass: its samples are not the new one's
+                self._delivered.append(position)
             yield sample
-        self.finish_pass()
+        self.finish_pass(epoch)
 
     def _raw(self, plan: EpochPlan, worker: int
              ) -> Iterator[tuple[int, list[bytes] | LoaderError]]:
@@ -223,8 +227,6 @@ class EpochSource:
         if before is not None:
             consumed |= before
         consumed[np.asarray(delivered, dtype=np.int64)] = True
-        if len(consumed) and consumed.all():  # saved after the epoch's last batch: the next one
-            epoch, consumed = epoch + 1, np.zeros(self.share, bool)
         return {
             "format": STATE_FORMAT,
             "version": STATE_VERSION,
@@ -246,15 +248,27 @@ class EpochSource:
         for field in ("split", "selection", "seed", "shuffle", "shuffle_buffer", "drop_last",
                       "world_size"):
             if state[field] != mine[field]:
-                what = "the where= selection" if field == "selection" else field
+                what = "where= selection" if field == "selection" else field
                 raise LoaderError(
-                    f"the state was saved with a different {what} ({state[field]!r} there, "
+                    f"the state was saved with another {what} ({state[field]!r} there, "
                     f"{mine[field]!r} here); resume with the same source, split, where, seed, "
                     "shuffle, shuffle_buffer, drop_last and world size")
-        self._epoch.value = self._seen = int(state["epoch"])
-        consumed = mask(state["consumed"], self.share)
+        epoch, runs = state["epoch"], state["consumed"]
+        if type(epoch) is not int or epoch < 0 or not _runs_within(runs, self.share):
+            raise LoaderError(f"the state's epoch ({epoch!r}) or consumed positions do not fit "
+                              f"this stream ({self.share} positions a pass): it is damaged, or "
+                              "not from this stream's state_dict()")
+        self._epoch.value = self._seen = epoch
+        consumed = mask(runs, self.share)
         self._consumed = consumed if consumed.any() else None
         self._delivered, self._completed = [], False
+
+
+def _runs_within(runs: object, size: int) -> bool:
+    """Whether `runs` are [start, stop) pairs of integers inside 0..size (what `ranges` gives)."""
+    return isinstance(runs, list) and all(
+        isinstance(run, list) and len(run) == 2 and all(type(v) is int for v in run)
+        and 0 <= run[0] < run[1] <= size for run in runs)
 
 
 class SampleStream(wds.DataPipeline, wds.FluidInterface):
@@ -324,6 +338,10 @@ class StreamLoader:
         if kwargs.get("in_order") is False:
             raise LoaderError("in_order=False makes the delivered samples depend on timing; "
                               "resume needs the DataLoader's default in-order delivery")
+        if getattr(stream, "repetitions", 1) != 1 or getattr(stream, "nsamples", -1) > 0:
+            raise LoaderError(".with_epoch() and .repeat() make a pass other than one epoch of "
+                              "the stream, which the loader's state could not describe; use "
+                              "set_epoch for each epoch")
         self.stream = stream
         self.batch_size = batch_size
         self.workers = max(1, num_workers)
@@ -341,12 +359,16 @@ class StreamLoader:
         source.begin_pass()
         self._batches = 0
         consumed = None if source._consumed is None else source._consumed.copy()
-        self._pass = (source.plan(self.workers), (source.epoch, consumed))
+        self._pass = current = (source.plan(self.workers), (source.epoch, consumed))
         for batch in self.dataloader:
-            self._batches += 1
+            # Counted while this is the pass the state describes: set_epoch, load_state_dict
+            # or another iteration of the loader since then start another.
+            if self._pass is current:
+                self._batches += 1
             yield batch
-        source.finish_pass()
-        self._pass, self._batches = None, 0
+        if self._pass is current:
+            source.finish_pass(current[1][0])
+            self._pass, self._batches = None, 0
 
     def __len__(self) -> int:
         return self.stream.source.plan(self.workers).batches(self.batch_size)
@@ -357,6 +379,8 @@ class StreamLoader:
 
     def set_epoch(self, epoch: int) -> None:
         self.stream.set_epoch(epoch)
+        if self._pass is not None and self._pass[1][0] != epoch:
+            self._pass, self._batches = None, 0  # the pass in progress is no longer the state's
 
     def state_dict(self) -> dict[str, Any]:
         source = self.stream.source
@@ -367,7 +391,7 @@ class StreamLoader:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.stream.load_state_dict(state)
-        self._batches = 0
+        self._pass, self._batches = None, 0
 
 
 def stream(
