@@ -236,6 +236,15 @@ def test_a_where_that_selects_nothing_is_a_warning(packed: Path,
     assert "selects none" not in caplog.text
 
 
+def test_a_stream_left_suspended_exits_quietly(packed: Path) -> None:
+    """Its reader was closed at interpreter exit after `os` was gone: a traceback on stderr."""
+    script = ("import sys, sousa_wds\n"
+              "it = iter(sousa_wds.stream(sys.argv[1], 'train', decode=False))\nnext(it)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(packed)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == ""
+
+
 def test_bad_where_is_an_actionable_error(packed: Path) -> None:
     with pytest.raises(LoaderError, match="no_such_column") as info:
         sousa_wds.stream(packed, where="no_such_column > 3")

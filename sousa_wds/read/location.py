@@ -103,8 +103,12 @@ class _FileRange:
     def skip(self, n: int) -> None:
         self._pos += n
 
+    # Bound now: a stream iterator left suspended is closed at interpreter exit, after the
+    # module's globals (`os`) may already be gone.
+    _close = staticmethod(os.close)
+
     def close(self) -> None:
-        os.close(self._fd)
+        self._close(self._fd)
 
 
 class LocalLocation:
