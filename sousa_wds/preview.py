@@ -109,7 +109,9 @@ def _flac_column(out: Path, rows: list[dict]) -> pa.Array:
             got = fh.readinto(view[at:at + size])
         if got != size or hashlib.sha256(view[at:at + size]).hexdigest() != row["flac_sha256"]:
             raise PackError(f"{path}: the FLAC of {row['key']} does not match its flac_sha256 "
-                            f"in the metadata; pack again with --overwrite")
+                            f"in the metadata (the file was damaged after it was written); "
+                            f"delete {path} and rerun with --resume, or pack again with "
+                            "--overwrite")
         at += size
     offsets = int_array(itertools.accumulate(sizes, initial=0), pa.int32())
     return pa.Array.from_buffers(pa.binary(), len(rows),

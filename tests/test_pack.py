@@ -475,6 +475,28 @@ def test_no_sharding_writes_loose_files(example_dataset: Path, tmp_path: Path) -
         assert report.ok, str(report)
 
 
+def test_loose_resume_rewrites_a_file_damaged_in_place(example_dataset: Path,
+                                                       tmp_path: Path) -> None:
+    """A loose file of the right size was kept whatever it held: a pack that said OK, with
+    metadata hashes its files did not match."""
+    out, reference = tmp_path / "out", tmp_path / "ref"
+    pack(example_dataset, reference, no_sharding=True, progress=False)
+
+    def stop(progress: object) -> None:
+        if getattr(progress, "samples", 0) >= 6:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pack(example_dataset, out, no_sharding=True, workers=1, progress=stop)
+    placed = sorted((out / "audio").rglob("*.flac"))[0]
+    data = bytearray(placed.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    placed.write_bytes(bytes(data))
+    pack(example_dataset, out, no_sharding=True, resume=True, progress=False)
+    assert _tree(out) == _tree(reference)
+    assert verify(out, deep=True).ok
+
+
 def test_no_sharding_refuses_beyond_hub_limits(
     example_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

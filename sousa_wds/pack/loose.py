@@ -54,7 +54,8 @@ def write_loose(samples: Sequence[SourceSample], source_root: Path, out: Path,
                 progress: Progress) -> list[dict]:
     """Copy each sample's media into place atomically; return its metadata location row.
 
-    A file already in place with the right size is kept, so a rerun with --resume continues.
+    A file already in place with these very bytes is kept, so a rerun with --resume
+    continues; any other (damaged, or a source file changed since) is written again.
     """
     rows = []
     for sample in samples:
@@ -84,5 +85,6 @@ def write_loose(samples: Sequence[SourceSample], source_root: Path, out: Path,
 
 
 def place(final: Path, data: bytes) -> None:
-    if not (final.is_file() and final.stat().st_size == len(data)):
+    if not (final.is_file() and final.stat().st_size == len(data)
+            and final.read_bytes() == data):
         write_bytes_atomic(final, data)
