@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -66,20 +67,43 @@ def test_overwrite_refuses_a_folder_that_never_held_a_pack(
 
 # --- 9.3: a source file that changes while packing ---------------------------------------
 
+def _after_the_check(dataset: Path, monkeypatch: pytest.MonkeyPatch,
+                     change: Callable[[Path], None]) -> Path:
+    """`change` applied to the dataset's first FLAC once pack has checked and planned it."""
+    from sousa_wds.pack import run
+
+    victim = sorted((dataset / "audio").rglob("*.flac"))[0]
+    real_plan = run.plan_shards
+
+    def plan_then_change(*args, **kwargs):
+        plan = real_plan(*args, **kwargs)
+        change(victim)
+        return plan
+
+    monkeypatch.setattr(run, "plan_shards", plan_then_change)
+    return victim
+
+
+def _cut(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-1000])
+
+
+def _rewrite_same_size(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF  # same size, other bytes: only the mtime tells
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
+
+
+def _fifo(path: Path) -> None:
+    path.unlink()
+    os.mkfifo(path)
+
+
 def test_a_flac_cut_after_the_check_is_named(
     dataset_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sousa_wds.pack import run
-
-    victim = sorted((dataset_copy / "audio").rglob("*.flac"))[0]
-    real_plan = run.plan_shards
-
-    def plan_then_cut(*args, **kwargs):
-        plan = real_plan(*args, **kwargs)
-        victim.write_bytes(victim.read_bytes()[:-1000])
-        return plan
-
-    monkeypatch.setattr(run, "plan_shards", plan_then_cut)
+    victim = _after_the_check(dataset_copy, monkeypatch, _cut)
     out = tmp_path / "out"
     with pytest.raises(PackError, match=rf"{victim.name} changed while packing"):
         pack(dataset_copy, out, max_samples_per_shard=4, workers=1)
@@ -89,20 +113,7 @@ def test_a_flac_cut_after_the_check_is_named(
 def test_a_flac_rewritten_with_the_same_size_after_the_check_is_named(
     dataset_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sousa_wds.pack import run
-
-    victim = sorted((dataset_copy / "audio").rglob("*.flac"))[0]
-    real_plan = run.plan_shards
-
-    def plan_then_rewrite(*args, **kwargs):
-        plan = real_plan(*args, **kwargs)
-        data = bytearray(victim.read_bytes())
-        data[-10] ^= 0xFF  # same size, other bytes: only the mtime tells
-        victim.write_bytes(bytes(data))
-        os.utime(victim, ns=(time.time_ns(), time.time_ns() + 10**9))
-        return plan
-
-    monkeypatch.setattr(run, "plan_shards", plan_then_rewrite)
+    victim = _after_the_check(dataset_copy, monkeypatch, _rewrite_same_size)
     with pytest.raises(PackError, match=rf"{victim.name} changed while packing"):
         pack(dataset_copy, tmp_path / "out", workers=1)
 
@@ -111,18 +122,7 @@ def test_a_flac_swapped_for_a_fifo_after_the_check_is_named(
     dataset_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Before, the shard writer's open() of the FIFO blocked forever (nothing writes to it)."""
-    from sousa_wds.pack import run
-
-    victim = sorted((dataset_copy / "audio").rglob("*.flac"))[0]
-    real_plan = run.plan_shards
-
-    def plan_then_swap(*args, **kwargs):
-        plan = real_plan(*args, **kwargs)
-        victim.unlink()
-        os.mkfifo(victim)
-        return plan
-
-    monkeypatch.setattr(run, "plan_shards", plan_then_swap)
+    victim = _after_the_check(dataset_copy, monkeypatch, _fifo)
     with pytest.raises(PackError, match=rf"{victim.name} changed while packing: it is no "
                        "longer a regular file"):
         pack(dataset_copy, tmp_path / "out", workers=1)
