@@ -4,6 +4,7 @@ the library's import-time settings are patched per test), and the CLI in two sub
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -413,13 +414,39 @@ def test_a_small_file_changed_after_packing_keeps_the_manifest_back(hub, folder)
     at = text.index(b"train-00000.tar")
     text[at:at + 5] = b"TRAIN"  # same size
     index.write_bytes(bytes(text))
-    with pytest.raises(UploadError, match=f"{MANIFEST} was not committed.*index/train.json: "
-                       "changed after packing"):
-        send(hub, folder)
-    assert "index/train.json" in remote_files(hub) and MANIFEST not in remote_files(hub)
+    for _rerun in range(2):  # the rerun sends no data (the blob is there): checked the same
+        with pytest.raises(UploadError, match=f"{MANIFEST} was not committed.*index/train.json: "
+                           "changed after packing"):
+            send(hub, folder)
+        assert "index/train.json" in remote_files(hub) and MANIFEST not in remote_files(hub)
     text[at:at + 5] = b"train"
     index.write_bytes(bytes(text))
     assert send(hub, folder).ok and remote_files(hub) == local_files(folder)
+
+
+def test_the_manifest_goes_on_top_of_the_commit_it_was_checked_against(
+        hub, folder, monkeypatch):
+    """A push landing between the check of the data and the manifest's commit had the manifest
+    committed over other data; it was also read from disk again after the check."""
+    upload_module = importlib.import_module("sousa_wds.publish.upload")
+    checked = upload_module._check_sent_data
+
+    def check_then_another_push(*args, **kwargs):
+        commit = checked(*args, **kwargs)
+        hub.put_file(REPO, "data/train-00000.tar", b"another release's shard")
+        sent.append((folder / MANIFEST).read_bytes())
+        (folder / MANIFEST).write_bytes(b"{}")  # and the file is not what is sent
+        return commit
+
+    sent: list[bytes] = []
+
+    monkeypatch.setattr(upload_module, "_check_sent_data", check_then_another_push)
+    with pytest.raises(UploadError, match="upload to testuser/sousa stopped"):
+        send(hub, folder)
+    assert MANIFEST not in remote_files(hub)
+    monkeypatch.setattr(upload_module, "_check_sent_data", checked)
+    (folder / MANIFEST).write_bytes(sent[0])
+    assert send(hub, folder).ok and remote_files(hub)[MANIFEST] == sent[0]
 
 
 def test_an_invalid_repo_id_is_refused_before_anything_is_written(hub, folder, tmp_path,

@@ -199,11 +199,17 @@ def send_data(api: HfApi, root: Path, plan: UploadPlan, repo_id: str, revision: 
     return data_changes
 
 
-def send_manifest(api: HfApi, root: Path, repo_id: str, revision: str, message: str) -> None:
-    """`manifest.json` last, in its own commit: a remote copy with a manifest is complete."""
-    api.upload_file(path_or_fileobj=root / MANIFEST, path_in_repo=MANIFEST,
+def send_manifest(api: HfApi, raw: bytes, repo_id: str, revision: str, message: str,
+                  checked: str | None) -> None:
+    """`manifest.json` last, in its own commit: a remote copy with a manifest is complete.
+
+    `raw` is the manifest the data was checked against (not the file read again), committed
+    on top of `checked`, the commit whose listing was compared: if anything landed since (a
+    concurrent upload), the Hub refuses the commit instead of pairing this manifest with
+    other data."""
+    api.upload_file(path_or_fileobj=raw, path_in_repo=MANIFEST,
                     repo_id=repo_id, repo_type=REPO_TYPE, revision=revision,
-                    commit_message=f"{message} ({MANIFEST})")
+                    commit_message=f"{message} ({MANIFEST})", parent_commit=checked)
 
 
 def _local_paths(root: Path) -> list[str]:
@@ -212,14 +218,17 @@ def _local_paths(root: Path) -> list[str]:
 
 
 def delete_paths(api: HfApi, repo_id: str, revision: str, paths: Sequence[str],
-                 count: int) -> None:
-    """One commit deleting `paths` (files, or folders ending in `/`)."""
+                 count: int, listed: str | None) -> None:
+    """One commit deleting `paths` (files, or folders ending in `/`), on top of `listed`, the
+    commit whose listing named them: a file added since (which a folder's deletion would
+    take along unnamed) makes the Hub refuse the commit."""
     from huggingface_hub import CommitOperationDelete
 
     api.create_commit(
         repo_id=repo_id, repo_type=REPO_TYPE, revision=revision,
         operations=[CommitOperationDelete(path_in_repo=p) for p in paths],
         commit_message=f"Delete {count} files not in the sousa-wds manifest",
+        parent_commit=listed,
     )
 
 

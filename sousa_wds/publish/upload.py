@@ -166,11 +166,13 @@ def upload(
         f"{len(plan.skip)} already identical, {len(plan.stale)} stale")
     message = commit_message or f"Upload {len(local.expected)} files with sousa-wds"
     with hub.translated(f"upload to {repo_id} stopped", token, hint=RESUME_HELP):
-        if hub.send_data(api, local.root, plan, repo_id, revision, message,
-                         remote_manifest=MANIFEST in remote.files):
-            _check_sent_data(api, repo_id, revision, local)
+        hub.send_data(api, local.root, plan, repo_id, revision, message,
+                      remote_manifest=MANIFEST in remote.files)
         if any(f.path == MANIFEST for f in plan.add):
-            hub.send_manifest(api, local.root, repo_id, revision, message)
+            # Also when no data was sent: a rerun skips a small file changed after packing
+            # (its blob is already there), and only this check ties it to the manifest.
+            checked = _check_sent_data(api, repo_id, revision, local)
+            hub.send_manifest(api, local.card.raw, repo_id, revision, message, checked)
     return _check_and_clean(api, token, repo_id, revision, plan, local, deep=deep,
                             delete_stale=delete_stale, confirm=confirm, say=say)
 
@@ -198,8 +200,8 @@ def _prepare(root: Path, repo_id: str, *, keep_card: bool, dry_run: bool, deep: 
     return _Local(root, expected, card.manifest.samples, card, pending)
 
 
-def _check_sent_data(api: HfApi, repo_id: str, revision: str, local: _Local) -> None:
-    """Refuse to commit the manifest over data that does not match it.
+def _check_sent_data(api: HfApi, repo_id: str, revision: str, local: _Local) -> str | None:
+    """Refuse to commit the manifest over data that does not match it; the commit checked.
 
     Without `deep` the local files were only checked by size, so a file changed in place
     after packing is sent as it is. The listing of the data commit holds the sha256 the
@@ -216,6 +218,7 @@ def _check_sent_data(api: HfApi, repo_id: str, revision: str, local: _Local) -> 
             f"not match it ({len(problems)} problem(s): {_quote(problems)}); files changed "
             f"after packing: run `sousa-wds verify {local.root} --deep`, pack again "
             "(--overwrite), then rerun the upload")
+    return sent.commit
 
 
 def _regular_file_problems(root: Path, data: Sequence[FileSpec],
@@ -277,7 +280,8 @@ def _check_and_clean(
         with hub.translated("the upload verified, but deleting stale files failed", token,
                             hint="rerun to try again"):
             hub.delete_paths(api, repo_id, revision,
-                             deletion_paths((f.path for f in stale), after.files), len(stale))
+                             deletion_paths((f.path for f in stale), after.files), len(stale),
+                             listed=after.commit)
             after = hub.remote_state(api, repo_id, revision)
         deleted, stale = stale, stale_files(expected, after.files)
     for problem in leftover_problems(expected, after.files):
