@@ -266,6 +266,17 @@ def test_a_signed_upload_url_never_appears_in_the_error(hub, folder):
     assert "?<query redacted>" in text and "403" in text
 
 
+def test_a_retried_signed_url_is_logged_without_its_signature(hub, folder, caplog):
+    """huggingface_hub logs each URL it retries; the LFS PUT's signature was on stderr of a
+    run that then succeeded (even with --quiet)."""
+    hub.inject_fault(route="lfs_put", status=503, times=1)
+    assert send(hub, folder).ok
+    put = hub.requests(route="lfs_put")[0]
+    signature = put.query.split("sig=")[1].split("&")[0]
+    assert "thrown while requesting PUT" in caplog.text  # the retry was logged...
+    assert signature not in caplog.text and "?<query redacted>" in caplog.text  # ...redacted
+
+
 def test_bad_tokens_fail_clearly_and_are_never_shown(hub, folder, monkeypatch):
     with pytest.raises(UploadError, match="rejected the token from --token.*hf auth login"):
         send(hub, folder, token=WRONG_TOKEN)

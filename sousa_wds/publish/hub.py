@@ -16,6 +16,7 @@ How it works:
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import urllib.parse
@@ -41,6 +42,22 @@ LOGIN_HELP = (
 )
 _QUERY = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^\s?#'\"<>]*)\?[^\s#'\"<>]*")
 _SIGNED = re.compile(r"(?i)\b(sig|signature|x-amz-signature|x-amz-credential|token)=[^\s&'\"]+")
+
+
+class _HideSignedUrls(logging.Filter):
+    """huggingface_hub logs every URL it retries (`HTTP Error 503 thrown while requesting PUT
+    URL`), signed LFS URLs included, on stderr even when the run succeeds: logged here without
+    their query strings, as every error of ours is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        hidden = _SIGNED.sub(r"\1=<redacted>", _QUERY.sub(r"\1?<query redacted>", message))
+        if hidden != message:
+            record.msg, record.args = hidden, None
+        return True
+
+
+logging.getLogger("huggingface_hub.utils._http").addFilter(_HideSignedUrls())
 
 
 def make_api(token: str | None, endpoint: str | None = None) -> HfApi:
