@@ -622,7 +622,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sousa-wds {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"sousa-wds {args.command}: interrupted", file=sys.stderr)
+        resume = ("; files already sent stay on the Hub: rerun the same command to resume"
+                  if args.command in ("upload", "push") else "")
+        print(f"sousa-wds {args.command}: interrupted{resume}", file=sys.stderr)
         return 130
 
 

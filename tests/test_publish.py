@@ -476,6 +476,11 @@ def test_an_invalid_repo_id_is_refused_before_anything_is_written(hub, folder, t
                 push(dataset_copy, bad, staging=staging, dry_run=dry_run, endpoint=hub.url,
                      token=DEFAULT_TOKEN, pack_options={"workers": 1, "progress": None})
     assert local_files(folder) == before and not staging.exists() and hub.log == []
+    for pasted in ("testuser/sousa\r", "testuser/sousa\n"):  # a line of a CRLF file: one line
+        with pytest.raises(UploadError) as refused:
+            upload(folder, pasted, endpoint=hub.url, token=DEFAULT_TOKEN)
+        assert "\r" not in str(refused.value) and "\n" not in str(refused.value)
+        assert str(refused.value).startswith(f"{pasted!r} is not a Hub dataset repo id")
     assert send(hub, folder).ok
 
 
@@ -691,3 +696,17 @@ def test_cli_push(hub, tmp_path, dataset_copy):
     assert proc.returncode == 0, proc.stderr
     assert "reusing the finished pack" in proc.stdout and "removed the staging copy" in proc.stdout
     assert not staging.exists() and MANIFEST in remote_files(hub)
+
+
+def test_cli_upload_interrupted_says_how_to_resume(folder, monkeypatch, capsys):
+    from sousa_wds.cli import main
+
+    upload_module = importlib.import_module("sousa_wds.publish.upload")
+
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(upload_module, "upload", interrupted)
+    assert main(["upload", str(folder), REPO, "--quiet"]) == 130
+    assert capsys.readouterr().err == ("sousa-wds upload: interrupted; files already sent stay "
+                                       "on the Hub: rerun the same command to resume\n")

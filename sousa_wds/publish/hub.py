@@ -95,7 +95,9 @@ def check_repo_id(repo_id: str) -> None:
     try:
         validate_repo_id(repo_id)
     except HFValidationError as exc:
-        reason = str(exc).replace(" Use `repo_type` argument if needed.", "").rstrip(".")
+        # One line: the validator quotes the id as given, a CR or LF (from a CRLF file) too.
+        reason = " ".join(str(exc).replace(" Use `repo_type` argument if needed.", "")
+                          .rstrip(".").split())
     else:
         if repo_id.count("/") == 1:
             return

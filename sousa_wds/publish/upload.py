@@ -196,7 +196,8 @@ def _prepare(root: Path, repo_id: str, *, keep_card: bool, dry_run: bool, deep: 
     if problems:
         raise UploadError(
             f"{root} does not match its manifest ({len(problems)} problem(s): "
-            f"{_quote(problems)}); run `sousa-wds verify {root}`, and pack again if needed")
+            f"{_quote(problems)}); run `sousa-wds verify {root}{' --deep' if deep else ''}`, "
+            "and pack again if needed")
     return _Local(root, expected, card.manifest.samples, card, pending)
 
 
