@@ -710,3 +710,20 @@ def test_cli_upload_interrupted_says_how_to_resume(folder, monkeypatch, capsys):
     assert main(["upload", str(folder), REPO, "--quiet"]) == 130
     assert capsys.readouterr().err == ("sousa-wds upload: interrupted; files already sent stay "
                                        "on the Hub: rerun the same command to resume\n")
+
+
+def test_what_refuses_the_real_run_refuses_the_dry_run_and_creates_no_repo(hub, folder):
+    """Before: a dry run with a rejected token, a missing revision or --private against a
+    public repo said OK; a real run to a new repo's missing branch created the (public) repo
+    before refusing."""
+    for options in ({"token": WRONG_TOKEN}, {"revision": "dev"}):
+        hub.create_repo(REPO)
+        result = send(hub, folder, dry_run=True, **options)
+        assert not result.ok and "refused:" in str(result), str(result)
+    result = send(hub, folder, dry_run=True, private=True)
+    assert not result.ok and "exists and is public" in str(result)
+    assert hub.writes() == []
+    with pytest.raises(UploadError, match="testuser/new does not exist yet, so it has no "
+                       "revision 'dev'.*nothing was written or sent"):
+        upload(folder, "testuser/new", endpoint=hub.url, token=DEFAULT_TOKEN, revision="dev")
+    assert hub.writes() == []

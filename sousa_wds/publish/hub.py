@@ -171,24 +171,31 @@ def remote_state(api: HfApi, repo_id: str, revision: str) -> RemoteState:
 
 def dry_run_remote(
     api: HfApi, repo_id: str, revision: str, token: str | None, source: str
-) -> tuple[RemoteState | None, str | None]:
-    """The remote state if the Hub can be asked with reads only, else None and the reason."""
+) -> tuple[RemoteState | None, str | None, str | None]:
+    """The remote state if the Hub can be asked with reads only, else None and the reason;
+    then what would refuse the real run (a token the Hub rejects or that cannot write, a
+    revision the repo lacks), which a dry run reports as refused instead of planning on."""
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
     try:
         if token is not None:
             check_token(api, token, source)
-        return remote_state(api, repo_id, revision), None
+        return remote_state(api, repo_id, revision), None, None
     except UploadError as exc:
-        return None, str(exc)
+        return None, str(exc), str(exc)
     except RepositoryNotFoundError:
         if token is None:
-            return None, f"{repo_id} is not public, or new, and there is no token: {LOGIN_HELP}"
-        return RemoteState(False, False, None, {}), None
+            return (None, f"{repo_id} is not public, or new, and there is no token: "
+                    f"{LOGIN_HELP}", None)
+        return RemoteState(False, False, None, {}), None, None
     except HfHubHTTPError as exc:
-        return None, redact(exc, token)
+        return None, redact(exc, token), None
     except _network_errors() as exc:
-        return None, f"could not reach {api.endpoint}: {redact(exc, token)}"
+        return None, f"could not reach {api.endpoint}: {redact(exc, token)}", None
+
+
+def repo_exists(api: HfApi, repo_id: str) -> bool:
+    return bool(api.repo_exists(repo_id, repo_type=REPO_TYPE))
 
 
 def create_repo(api: HfApi, repo_id: str, *, private: bool) -> None:

@@ -222,12 +222,15 @@ class UploadPlan:
     repo_exists: bool | None = None  # None: the Hub was not asked
     card: str | None = None
     card_problem: str | None = None
+    remote_refusal: str | None = None  # what the Hub said that refuses the real run
 
     @property
     def problems(self) -> list[str]:
         """What refuses the upload, each with its fix: the dry run shows the same."""
         problems = [f"{p}: pack with larger shards (--shard-size) or without --no-sharding, "
                     "or delete stale files (--delete-stale)" for p in self.shape.problems()]
+        if self.remote_refusal:
+            problems.append(self.remote_refusal)
         if self.card_problem:
             problems.append(self.card_problem)
         # Kept, they would make the upload fail its verification: refused before it sends.
@@ -271,6 +274,7 @@ def plan_upload(
     remote_note: str | None = None,
     card: str | None = None,
     card_problem: str | None = None,
+    remote_refusal: str | None = None,
 ) -> UploadPlan:
     """Split `expected` into add/skip against `remote` (None: not known) and list stale files.
 
@@ -289,7 +293,8 @@ def plan_upload(
         after |= {f.path: f.size for f in stale}
     return UploadPlan(repo_url, tuple(add), tuple(skip), tuple(stale), delete_stale,
                       RepoShape.of(after), remote_note,
-                      None if remote is None else remote.exists, card, card_problem)
+                      None if remote is None else remote.exists, card, card_problem,
+                      remote_refusal)
 
 
 def git_oid_candidates(expected: Sequence[FileSpec], remote: RemoteState | None) -> list[str]:

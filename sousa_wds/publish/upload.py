@@ -143,8 +143,11 @@ def upload(
     api = hub.make_api(token, endpoint)
     url = hub.repo_url(api.endpoint, repo_id, revision)
     if dry_run:
-        remote, note = hub.dry_run_remote(api, repo_id, revision, token, source)
-        return UploadResult(_plan(url, local, remote, delete_stale, note), dry_run=True)
+        remote, note, refusal = hub.dry_run_remote(api, repo_id, revision, token, source)
+        if private and remote is not None and remote.exists and not remote.private:
+            refusal = _public_repo(repo_id)
+        return UploadResult(_plan(url, local, remote, delete_stale, note, refusal),
+                            dry_run=True)
 
     if token is None:
         raise UploadError(f"no Hugging Face token found: {hub.LOGIN_HELP}")
@@ -152,12 +155,21 @@ def upload(
                         hint="check the connection, or use --dry-run for the local plan"):
         say(f"logged in as {hub.check_token(api, token, source)} (token from {source})")
     with hub.translated(f"cannot use {repo_id}", token):
+        if not hub.repo_exists(api, repo_id):
+            # Refused before the repo is made: a refusal leaves nothing behind on the Hub.
+            if revision != hub.DEFAULT_REVISION:
+                raise UploadError(f"{repo_id} does not exist yet, so it has no revision "
+                                  f"{revision!r}: upload to main first (the branch is made "
+                                  f"from it with `hf repos branch create {repo_id} {revision} "
+                                  "--repo-type dataset`); nothing was written or sent")
+            empty = _plan(url, local, RemoteState(False, False, None, {}), delete_stale, None)
+            if empty.problems:
+                raise UploadError(f"cannot upload to {url}, nothing was sent: "
+                                  f"{_quote(empty.problems)}")
         hub.create_repo(api, repo_id, private=private)
         remote = hub.remote_state(api, repo_id, revision)
     if private and not remote.private:
-        raise UploadError(f"{repo_id} exists and is public, but a private upload was asked for: "
-                          f"make it private (`hf repos settings {repo_id} --private --repo-type "
-                          "dataset`) or upload without --private")
+        raise UploadError(_public_repo(repo_id))
     plan = _plan(url, local, remote, delete_stale, None)
     if plan.problems:
         raise UploadError(f"cannot upload to {url}, nothing was sent: {_quote(plan.problems)}")
@@ -243,8 +255,14 @@ def _regular_file_problems(root: Path, data: Sequence[FileSpec],
     return problems
 
 
+def _public_repo(repo_id: str) -> str:
+    return (f"{repo_id} exists and is public, but a private upload was asked for: make it "
+            f"private (`hf repos settings {repo_id} --private --repo-type dataset`) or upload "
+            "without --private")
+
+
 def _plan(url: str, local: _Local, remote: RemoteState | None, delete_stale: bool,
-          note: str | None) -> UploadPlan:
+          note: str | None, refusal: str | None = None) -> UploadPlan:
     from huggingface_hub.utils.sha import git_hash
 
     oids = {}
@@ -252,7 +270,8 @@ def _plan(url: str, local: _Local, remote: RemoteState | None, delete_stale: boo
         data = local.pending.get(path)
         oids[path] = git_hash(data if data is not None else (local.root / path).read_bytes())
     return plan_upload(url, local.expected, remote, oids, delete_stale=delete_stale,
-                       remote_note=note, card=local.card.note, card_problem=local.card.problem)
+                       remote_note=note, card=local.card.note, card_problem=local.card.problem,
+                       remote_refusal=refusal)
 
 
 def _check_and_clean(
