@@ -223,6 +223,13 @@ def test_an_edited_card_is_refused_unless_kept(hub, folder):
     assert hub.writes() == []
     assert send(hub, folder, keep_card=True).ok
     assert b"Our own citation." in remote_files(hub)[CARD]
+    # Edited again, manifest untouched (what --keep-card's advice leads to): the manifest is
+    # made to list the kept card. Before: "README.md: N bytes, manifest says M ... pack again".
+    card.write_text(card.read_text() + "A second paragraph.\n")
+    result = send(hub, folder, keep_card=True)
+    assert result.ok and f"{MANIFEST} updated to list it" in str(result.plan)
+    assert b"A second paragraph." in remote_files(hub)[CARD]
+    assert verify(folder, deep=True).ok
 
 
 def test_an_interrupted_card_rewrite_is_completed(hub, folder):

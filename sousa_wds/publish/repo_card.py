@@ -52,6 +52,12 @@ def decide(root: Path, manifest: Manifest, raw: bytes, repo_id: str, *,
     path = root / CARD
     entry = manifest.file(CARD)
     if keep_card or entry is None or not path.is_file():
+        kept = path.read_bytes() if keep_card and entry is not None and path.is_file() else None
+        if kept is not None and (entry.bytes, entry.sha256) != _size_sha(kept):
+            # The card edited by hand, kept as it is: the manifest must list these bytes.
+            fixed = _with_card(manifest, kept)
+            return CardDecision(f"uploaded as it is (--keep-card; {MANIFEST} updated to list "
+                                "it)", fixed, fixed.to_json(), raw_changed=True)
         return CardDecision("uploaded as it is" + (" (--keep-card)" if keep_card else ""),
                             manifest, raw)
     current = path.read_bytes()
