@@ -734,3 +734,10 @@ def test_what_refuses_the_real_run_refuses_the_dry_run_and_creates_no_repo(hub, 
                        "revision 'dev'.*nothing was written or sent"):
         upload(folder, "testuser/new", endpoint=hub.url, token=DEFAULT_TOKEN, revision="dev")
     assert hub.writes() == []
+
+
+def test_verify_hf_with_a_rejected_token_says_how_to_log_in(hub, folder):
+    assert send(hub, folder).ok
+    with pytest.raises(VerifyError, match="the token was rejected: .*hf auth login") as error:
+        verify_remote(f"hf://datasets/{REPO}", endpoint=hub.url, token=WRONG_TOKEN)
+    assert WRONG_TOKEN not in str(error.value)

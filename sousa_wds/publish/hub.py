@@ -299,6 +299,8 @@ def translated(
         if cause is None:
             raise
         where = "" if cause is exc else f"{redact(exc, token)} "
+        if getattr(getattr(cause, "response", None), "status_code", None) == 401:
+            hint = f"the token was rejected: {LOGIN_HELP}" + (f"; {hint}" if hint else "")
         if isinstance(cause, HfHubHTTPError):
             text = f"{action}: {where}{redact(cause, token)}"
         else:
