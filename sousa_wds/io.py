@@ -26,17 +26,33 @@ HASH_CHUNK = 1 << 20  # 1 MiB reads: large enough to keep hashlib at full speed.
 NAME_MAX = 255  # bytes in one file name on common file systems
 
 
+TEMP_SUFFIX = ".partial"
+# temp_sibling's name for a final name too long to take the prefix and suffix.
+HASHED_TEMP = re.compile(r"\.[0-9a-f]{64}" + re.escape(TEMP_SUFFIX))
+
+
 def temp_sibling(final: Path) -> Path:
     """The hidden temporary name `final` is written under before the rename.
 
     A name too long to take the prefix and suffix is replaced by its hash, so any final name
     the file system accepts has a temporary one too.
     """
-    name = f".{final.name}.partial"
+    name = f".{final.name}{TEMP_SUFFIX}"
     if len(os.fsencode(name)) > NAME_MAX:
         digest = hashlib.sha256(os.fsencode(final.name)).hexdigest()
-        name = f".{digest}.partial"
+        name = f".{digest}{TEMP_SUFFIX}"
     return final.with_name(name)
+
+
+def temp_final(rel: str) -> str | None:
+    """The final name (a POSIX path) whose `temp_sibling` `rel` is, or None (not a temporary
+    name, or a hashed one, which names no file)."""
+    folder, _, name = rel.rpartition("/")
+    if (len(name) > len(TEMP_SUFFIX) + 1 and name.startswith(".") and name.endswith(TEMP_SUFFIX)
+            and not HASHED_TEMP.fullmatch(name)):
+        final = name[1:-len(TEMP_SUFFIX)]
+        return f"{folder}/{final}" if folder else final
+    return None
 
 
 def replace_durably(temp: Path, final: Path) -> None:

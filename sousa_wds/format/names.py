@@ -10,6 +10,8 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ..io import HASHED_TEMP, temp_final
+
 if TYPE_CHECKING:
     import tarfile
 
@@ -141,6 +143,18 @@ def loose_midi_path(split: str, key: str) -> str:
     return f"midi/{split}/{key}.mid"
 
 
+def table_paths(layout: str) -> list[str]:
+    """What a pack writes besides its media and preview: the card, then each split's metadata,
+    label tables and (sharded) shard index."""
+    paths = [CARD]
+    for split in SPLITS:
+        paths.append(metadata_path(split))
+        paths += [labels_path(table, split) for table in LABEL_TABLES]
+        if layout == "shards":
+            paths.append(index_path(split))
+    return paths
+
+
 _SPLIT_NAMES = "|".join(SPLITS)
 # What `shard_name`, `metadata_path`, ... give, and nothing else: ASCII digits, five of them
 # unless the index needs more (`{index:05d}`).
@@ -151,29 +165,23 @@ _PACK_FILE = {
     "shards": rf"data/(?:{_SPLIT_NAMES})-(?:[0-9]{{5}}|[1-9][0-9]{{5,}})\.tar"
               rf"|index/(?:{_SPLIT_NAMES})\.json",
     "loose": rf"(?:audio/(?:{_SPLIT_NAMES})/{_KEY.pattern}\.flac"
-             rf"|midi/(?:{_SPLIT_NAMES})/{_KEY.pattern}\.mid"
-             rf"|(?:audio|midi)/(?:{_SPLIT_NAMES})/\.[0-9a-f]{{64}}\.partial)",  # io.temp_sibling
+             rf"|midi/(?:{_SPLIT_NAMES})/{_KEY.pattern}\.mid)",
 }
 _PACK_FILES = {layout: re.compile(f"{_PACK_FILE['both']}|{_PACK_FILE[layout]}", re.ASCII)
                for layout in ("shards", "loose")}
+# A loose key can be too long for a temporary name of its own (`io.temp_sibling` hashes it).
+_LOOSE_FOLDER = re.compile(rf"(?:audio|midi)/(?:{_SPLIT_NAMES})")
 
 
 def written_by_pack(rel: str, layout: str | None = None) -> bool:
     """Whether `rel` (a POSIX path in OUT) is a name pack writes in `layout` ("shards",
     "loose"; None: either), or its temporary name: what an interrupted pack may have left."""
-    final = temp_final(rel)
-    if final is not None and written_by_pack(final, layout):
-        return True
-    return any(_PACK_FILES[form].fullmatch(rel) is not None
-               for form in ((layout,) if layout else ("shards", "loose")))
-
-
-def temp_final(rel: str) -> str | None:
-    """The final name whose temporary name (`.NAME.partial`) `rel` is, or None."""
     folder, _, name = rel.rpartition("/")
-    if len(name) > 9 and name.startswith(".") and name.endswith(".partial"):
-        return f"{folder}/{name[1:-8]}" if folder else name[1:-8]
-    return None
+    if HASHED_TEMP.fullmatch(name):
+        return layout != "shards" and _LOOSE_FOLDER.fullmatch(folder) is not None
+    final = temp_final(rel) or rel
+    return any(_PACK_FILES[form].fullmatch(final) is not None
+               for form in ((layout,) if layout else ("shards", "loose")))
 
 
 def key_problem(key: object) -> str | None:
@@ -222,5 +230,5 @@ __all__ = [
     "loose_midi_path",
     "key_problem",
     "written_by_pack",
-    "temp_final",
+    "table_paths",
 ]

@@ -36,14 +36,12 @@ from ..format import (
     MANIFEST,
     SPLITS,
     Manifest,
-    index_path,
-    labels_path,
-    metadata_path,
     preview_path,
-    temp_final,
+    table_paths,
     written_by_pack,
 )
 from ..format.manifest import FORMAT_NAME
+from ..io import temp_final
 from .plan import PackPlan
 from .state import LOCK_FILE, STATE_DIR, PackState, StateDir
 from .tar import ShardResult
@@ -197,12 +195,8 @@ def _previous_pack(out: Path, states: StateDir) -> Callable[[str], bool]:
 
 def _planned(plan: PackPlan, layout: str) -> Callable[[str], bool]:
     """Whether a path in OUT is one the resumed pack writes (or its temporary name)."""
-    names = {CARD, MANIFEST} | {shard.path for shard in plan.shards}
-    for split in SPLITS:
-        names |= {metadata_path(split), preview_path(split)}
-        names |= {labels_path(table, split) for table in LABEL_TABLES}
-        if layout == "shards":
-            names.add(index_path(split))
+    names = {MANIFEST, *table_paths(layout), *map(preview_path, SPLITS)}
+    names |= {shard.path for shard in plan.shards}
 
     def planned(rel: str) -> bool:
         if rel in names or temp_final(rel) in names:

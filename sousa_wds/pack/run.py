@@ -39,9 +39,7 @@ from ..format import (
     SPLITS,
     FileEntry,
     SplitCounts,
-    index_path,
-    labels_path,
-    metadata_path,
+    table_paths,
 )
 from ..io import write_bytes_atomic
 from ..preview import write_preview
@@ -190,12 +188,7 @@ def _write_card_and_manifest(
                        license=license, layout=state.options.layout,
                        rudiments=summary["rudiments"], profiles=summary["profiles"])
     write_bytes_atomic(out / CARD, card.encode("utf-8"))
-    paths = [*media, CARD, *written]
-    for split in SPLITS:
-        paths.append(metadata_path(split))
-        paths += [labels_path(table, split) for table in LABEL_TABLES]
-        if state.options.layout == "shards":
-            paths.append(index_path(split))
+    paths = [*media, *written, *table_paths(state.options.layout)]
     manifest = build_manifest(out, paths, {p: h for p, h in media.items() if h},
                               fingerprint=state.fingerprint, options=state.options,
                               splits=splits)

@@ -61,13 +61,11 @@ def read_manifest(location: Location) -> Manifest:
     try:
         raw = location.read_file(MANIFEST)
     except MissingFile as exc:
-        from ..source.checks import is_source_folder  # only on this error: source/ is heavy
+        from ..source.checks import source_folder_hint  # only on this error: source/ is heavy
 
         root = getattr(location, "root", None)
-        hint = ("it is a SOUSA dataset as the generator writes it: pack it first "
-                "(`sousa-wds pack DATASET OUT`), then read OUT"
-                if root is not None and is_source_folder(root) else
-                "point at the folder `sousa-wds pack` wrote; an interrupted pack finishes "
+        hint = ((source_folder_hint(root) if root is not None else None)
+                or "point at the folder `sousa-wds pack` wrote; an interrupted pack finishes "
                 "with --resume")
         raise LoaderError(f"{location.description} has no {MANIFEST}: it is not a finished "
                           f"sousa-wds pack ({hint})") from exc

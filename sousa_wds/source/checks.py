@@ -46,6 +46,14 @@ def is_source_folder(root: Path) -> bool:
     return (root / "splits.json").is_file() and (root / "labels" / "samples.parquet").is_file()
 
 
+def source_folder_hint(root: Path) -> str | None:
+    """What a reader of packs says when `root` is the generator's folder instead, or None."""
+    if not is_source_folder(root):
+        return None
+    return (f"it is a SOUSA dataset as the generator writes it: pack it first (`sousa-wds pack "
+            f"{root} OUT`)")
+
+
 def check_root(root: Path) -> None:
     """The folder exists and its name can be handed to pyarrow and printed (UTF-8)."""
     try:

@@ -59,11 +59,10 @@ def load_manifest(root: Path) -> Manifest:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        from ..source.checks import is_source_folder  # only on this error: source/ is heavy
+        from ..source.checks import source_folder_hint  # only on this error: source/ is heavy
 
-        hint = (f"it is a SOUSA dataset as the generator writes it: pack it first (`sousa-wds "
-                f"pack {root} OUT`)" if is_source_folder(root)
-                else "an interrupted pack continues with `sousa-wds pack --resume`")
+        hint = (source_folder_hint(root)
+                or "an interrupted pack continues with `sousa-wds pack --resume`")
         raise VerifyError(
             f"{path} is missing: {root} is not a finished sousa-wds pack ({hint})") from None
     except OSError as exc:
